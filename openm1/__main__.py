@@ -1,0 +1,5 @@
+import sys
+
+from openm1.cli import main
+
+sys.exit(main())
