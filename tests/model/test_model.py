@@ -102,7 +102,8 @@ def test_active_parameters_count_top_k_experts():
     config = preset("tiny")
     model = MiniMaxM1ForCausalLM(config)
     experts = sum(
-        layer.mlp.experts.gate_up_proj.numel() + layer.mlp.experts.down_proj.numel() for layer in model.model.layers
+        layer.mlp.experts.gate_up_proj.numel() + layer.mlp.experts.down_proj.numel()
+        for layer in model.model.layers
     )
     assert model.num_parameters() - model.num_parameters(active=True) == experts // 2
 
