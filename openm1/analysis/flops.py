@@ -213,7 +213,11 @@ def compare(
     convention = convention or get_convention(DEFAULT_CONVENTION)
     m1, ds = m1_token_cost(config, convention), r1_token_cost(r1, convention)
     return [
-        Row(n, generation_flops(m1, n, convention.span, prompt), generation_flops(ds, n, convention.span, prompt))
+        Row(
+            n,
+            generation_flops(m1, n, convention.span, prompt),
+            generation_flops(ds, n, convention.span, prompt),
+        )
         for n in lengths
     ]
 
@@ -256,7 +260,7 @@ def plot_flops(
     left.plot(x, [r.m1_flops / 1e15 for r in rows], label="MiniMax-M1", color="tab:blue", lw=2)
     left.set_xlabel("generation length (K tokens)")
     left.set_ylabel("cumulative inference FLOPs (PFLOP)")
-    left.set_title(f"FLOPs to generate N tokens ({convention.name})")
+    left.set_title(f"FLOPs to generate N tokens ({convention.name})", fontsize=10)
 
     for name, conv in CONVENTIONS.items():
         conv = get_convention(name, convention.lm_head)
@@ -268,21 +272,30 @@ def plot_flops(
             lw=2.5 if chosen else 1.2,
             ls="-" if chosen else "--",
         )
-    right.axhline(0.5, color="grey", lw=0.8, ls=":")
-    right.axhline(0.25, color="grey", lw=0.8, ls=":")
-    right.set_ylim(0, 1.05)
+    for mark in (CLAIM_64K, CLAIM_100K):
+        r = ratio(mark, convention, prompt)
+        right.plot([mark / K], [r], "o", color="black", ms=4)
+        right.annotate(f"{r:.1%}", (mark / K, r), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    for level in (0.5, 0.25):
+        right.axhline(level, color="grey", lw=0.8, ls=":")
+    right.set_ylim(0, 1.2)
     right.set_xlabel("generation length (K tokens)")
     right.set_ylabel("M1 FLOPs / R1 FLOPs")
-    right.set_title("ratio under each convention (paper: <0.5 at 64K, ~0.25 at 100K)")
+    right.set_title("M1 / R1 under each convention (paper: <50% at 64K, ~25% at 100K)", fontsize=10)
 
     for ax in (left, right):
         for mark in (CLAIM_64K, CLAIM_100K):
             ax.axvline(mark / K, color="black", lw=0.8, ls=":")
             ax.annotate(
-                f"{mark // K}K", (mark / K, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom"
+                f"{mark // K}K",
+                (mark / K, 0.02),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 0),
+                textcoords="offset points",
+                fontsize=8,
             )
         ax.set_xlim(0, max_length / K)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="upper left" if ax is left else "upper right")
     fig.savefig(path, dpi=120)
     return path

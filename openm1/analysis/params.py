@@ -110,7 +110,12 @@ class ParamCounts:
 
 def count_params(config: ModelConfig) -> ParamCounts:
     """Exact parameter counts of ``config`` per component (see the module docstring for the shapes)."""
-    h, heads, kv, d = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    h, heads, kv, d = (
+        config.hidden_size,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.head_dim,
+    )
     n_lin, n_soft, n_layers = config.num_lightning_layers, config.num_softmax_layers, config.num_hidden_layers
     hd = heads * d
     per_expert = 3 * h * config.intermediate_size
