@@ -114,7 +114,7 @@ def run_shape(batch, length, heads, dim, ceil, skip_sdpa_bwd=False) -> dict:
     for name, fn in impls.items():
         if name == "sdpa_flash" and length > 65536:
             continue
-        row[f"{name}_fwd_ms"] = bench_ms(lambda: fn(q, k, v))
+        row[f"{name}_fwd_ms"] = bench_ms(lambda fn=fn: fn(q, k, v))
         if not (name == "sdpa_flash" and skip_sdpa_bwd):
             row[f"{name}_fwdbwd_ms"] = bench_ms(fwd_bwd(fn, q, k, v), warmup=10, rep=50)
     tokens = batch * length
@@ -222,12 +222,13 @@ def main() -> None:
     for batch, length, heads in shapes:
         rows.append(run_shape(batch, length, heads, 128, ceil, skip_sdpa_bwd=length > 65536))
         r = rows[-1]
+        g = lambda key, r=r: r.get(key, float("nan"))  # noqa: E731 - FLA may be absent
         print(
-            f"{batch}x{length} h{heads}: fwd {r['openm1_fwd_ms']:.3f} ms "
-            f"(FLA {r.get('fla_simple_gla_fwd_ms', float('nan')):.3f}, x{r.get('speedup_fwd_vs_fla', float('nan')):.2f}), "
-            f"fwd+bwd {r['openm1_fwdbwd_ms']:.3f} ms (FLA {r.get('fla_simple_gla_fwdbwd_ms', float('nan')):.3f}, "
-            f"x{r.get('speedup_fwdbwd_vs_fla', float('nan')):.2f}), floor {r['openm1_fwd_floor_fraction']:.0%} / "
-            f"{r['openm1_fwdbwd_floor_fraction']:.0%}",
+            f"{batch}x{length} h{heads}: fwd {g('openm1_fwd_ms'):.3f} ms "
+            f"(FLA {g('fla_simple_gla_fwd_ms'):.3f}, x{g('speedup_fwd_vs_fla'):.2f}), "
+            f"fwd+bwd {g('openm1_fwdbwd_ms'):.3f} ms (FLA {g('fla_simple_gla_fwdbwd_ms'):.3f}, "
+            f"x{g('speedup_fwdbwd_vs_fla'):.2f}), "
+            f"floor {g('openm1_fwd_floor_fraction'):.0%} / {g('openm1_fwdbwd_floor_fraction'):.0%}",
             flush=True,
         )
     million = None if args.quick else run_million(ceil)
@@ -236,7 +237,8 @@ def main() -> None:
     decode = [run_decode(b, ceil) for b in (1, 64, 256)]
     for r in decode:
         print(
-            f"decode b{r['batch']}: {r['openm1_ms'] * 1e3:.1f} us (FLA {r.get('fla_lightning_ms', float('nan')) * 1e3:.1f} us, "
+            f"decode b{r['batch']}: {r['openm1_ms'] * 1e3:.1f} us "
+            f"(FLA {r.get('fla_lightning_ms', float('nan')) * 1e3:.1f} us, "
             f"x{r.get('speedup_vs_fla', float('nan')):.2f}), floor {r['openm1_floor_fraction']:.0%}",
             flush=True,
         )

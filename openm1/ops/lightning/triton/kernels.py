@@ -159,7 +159,7 @@ def _segment_output(
     Q,
     K,
     V,
-    O,
+    OUT,
     SEG_START,
     SEG_END,
     S_IN,
@@ -239,8 +239,8 @@ def _segment_output(
         out = _dot(scores.to(v.dtype), v, PREC, DOT_F32)
         out += _dot(q, state.to(q.dtype), PREC, DOT_F32) * q_decay[:, None]
         tl.store(
-            O + rows[:, None] * stride_o_t + h * stride_o_h + offs_v[None, :],
-            out.to(O.dtype.element_ty),
+            OUT + rows[:, None] * stride_o_t + h * stride_o_h + offs_v[None, :],
+            out.to(OUT.dtype.element_ty),
             mask=row_ok[:, None] & mask_v[None, :],
         )
         kw = (k.to(tl.float32) * k_decay[:, None]).to(v.dtype)
@@ -252,7 +252,7 @@ def _decode_step(
     Q,
     K,
     V,
-    O,
+    OUT,
     STATE,
     SLOPES,
     stride_q_n,
@@ -285,4 +285,4 @@ def _decode_step(
     state = state * lam + k[:, None] * v[None, :]
     tl.store(s_ptr, state, mask=mask_v[None, :])
     out = tl.sum(q[:, None] * state, axis=0)
-    tl.store(O + n * stride_o_n + h * stride_o_h + offs_v, out.to(O.dtype.element_ty), mask=mask_v)
+    tl.store(OUT + n * stride_o_n + h * stride_o_h + offs_v, out.to(OUT.dtype.element_ty), mask=mask_v)
