@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-VERBS = ("info", "flops")
+VERBS = ("info", "flops", "generate", "serve", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -370,7 +370,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 # ---------------------------------------------------------------------- presets
 def _preset_tiny() -> ModelConfig:
     return ModelConfig(
-        vocab_size=256,
+        vocab_size=512,  # 256 bytes + the byte tokenizer's special tokens (openm1.generate.tokenizer)
         hidden_size=64,
         num_hidden_layers=8,
         layer_types=hybrid_layer_types(8),

@@ -21,3 +21,23 @@ class ForwardContext:
     cache: object | None
     cu_seqlens: torch.Tensor | None
     """Packed variable-length sequences (batch 1): cumulative offsets ``[num_seqs + 1]``."""
+    attention_bias: torch.Tensor | None = None
+    """A ready boolean ``[batch, 1, time, keys]`` softmax mask (True = attend) from a cache that keeps
+    per-row lengths (see :class:`CacheLayout`); when set, the softmax layers use it as is."""
+
+
+@dataclass
+class CacheLayout:
+    """Where one forward's tokens sit in a cache that keeps a length per row (the generation engine's).
+
+    Such a cache has a ``layout(attention_mask, time)`` method; the model then takes positions, the
+    padding mask and the softmax mask from it instead of deriving them from one shared past length.
+    """
+
+    position_ids: torch.Tensor
+    """``[batch, time]`` RoPE positions (each row counts its own real tokens)."""
+    token_mask: torch.Tensor | None
+    """``[batch, time]``, 1 for real tokens, 0 for padding; None when there is none."""
+    attention_bias: torch.Tensor | None
+    """Boolean ``[batch, 1, time, keys]`` over the keys the cache's ``update_kv`` returns; None when
+    plain causal attention over this forward's tokens is right (every row starts empty, no padding)."""

@@ -81,15 +81,26 @@ class MiniMaxM1Model(nn.Module):
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         batch, time, _ = x.shape
         past = cache.get_seq_length() if cache is not None else 0
-        token_mask, attention_mask = _check_masks(attention_mask, batch, time, past)
-        if cu_seqlens is not None:
-            _check_packed(cu_seqlens, batch, time, past, attention_mask)
+        bias = None
+        if cache is not None and hasattr(cache, "layout"):
+            # A cache with per-row lengths places the tokens itself: ``attention_mask`` is then
+            # ``[batch, time]`` (this forward's padding only) and positions count each row's own tokens.
+            if cu_seqlens is not None:
+                raise ValueError("cu_seqlens cannot be combined with a cache that keeps per-row lengths")
+            layout = cache.layout(attention_mask, time)
+            token_mask, attention_mask, bias = layout.token_mask, None, layout.attention_bias
+            if position_ids is None:
+                position_ids = layout.position_ids
+        else:
+            token_mask, attention_mask = _check_masks(attention_mask, batch, time, past)
+            if cu_seqlens is not None:
+                _check_packed(cu_seqlens, batch, time, past, attention_mask)
         if position_ids is None:
             position_ids = default_position_ids(attention_mask, cu_seqlens, batch, time, past, x.device)
         elif position_ids.shape[-1] != time:
             raise ValueError(f"position_ids has {position_ids.shape[-1]} positions but the input has {time}")
         cos, sin = self.rotary(position_ids.expand(batch, time), x.dtype)
-        ctx = ForwardContext(cos, sin, token_mask, attention_mask, past, cache, cu_seqlens)
+        ctx = ForwardContext(cos, sin, token_mask, attention_mask, past, cache, cu_seqlens, bias)
         stats = []
         for layer in self.layers:
             x, layer_stats = layer(x, ctx)

@@ -50,6 +50,8 @@ def attention_bias(ctx: ForwardContext, q_len: int, k_len: int, device: torch.de
     Causal with the cache offset, minus padded keys, minus keys of other packed documents. A query that
     would see no key at all (a padding row) is allowed to see itself, so SDPA never returns NaN there.
     """
+    if ctx.attention_bias is not None:
+        return ctx.attention_bias  # built by a cache with per-row lengths
     past = k_len - q_len
     if ctx.attention_mask is None and ctx.cu_seqlens is None:
         if q_len == 1 or past == 0:

@@ -1,0 +1,436 @@
+"""The generation engine: batched chunked prefill, batched decode, continuous batching, stop rules.
+
+One :class:`Engine` owns a model and a :class:`GenerationCache` of ``max_batch`` rows. ``add_request``
+queues a prompt; each ``step()`` admits queued requests into free rows (one left-padded prefill of all
+of them, in chunks of at most ``prefill_chunk`` tokens so a long prompt runs in bounded activation
+memory), then advances every running sequence by one token. A sequence leaves its row when it meets a
+stop token or string, ``max_new_tokens``, or the paper's early truncation (``repetition_window``
+consecutive tokens each with probability above ``repetition_threshold``); the next step fills the row.
+
+Log-probs are ``log_softmax`` of the model's float32 logits (the FP32 LM head) before temperature,
+top-k or top-p: the probabilities of the model itself, which an RL trainer recomputes. The early
+truncation reads the same probabilities.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from openm1.generate.cache import GenerationCache
+from openm1.generate.sampling import SamplingParams, make_generator, sample
+from openm1.generate.tokenizer import IncrementalDetokenizer
+
+FINISH_REASONS = ("stop", "length", "repetition", "abort")
+
+
+@dataclass
+class TokenEvent:
+    """One generated token of one request, as the engine streams it."""
+
+    request_id: str
+    token_id: int
+    logprob: float
+    top_logprobs: dict[int, float] | None
+    text: str
+    """Text made visible by this token ('' while a character or a possible stop string is incomplete)."""
+    finished: bool = False
+    finish_reason: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    request_id: str
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    top_logprobs: list[dict[int, float]] | None
+    finish_reason: str
+    prefill_ms: float
+    """Wall time of the prefill this request was part of (a batch of prompts shares one)."""
+    decode_tokens_per_s: float
+    """This request's tokens after the first, per second of its decoding."""
+
+
+@dataclass
+class Request:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    stop_ids: frozenset[int]
+    generator: torch.Generator
+    detok: IncrementalDetokenizer | None
+    row: int = -1
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    confident_run: int = 0
+    finish_reason: str | None = None
+    prefill_ms: float = 0.0
+    t_first: float = 0.0
+    t_end: float = 0.0
+
+    def result(self) -> GenerationResult:
+        decode_s = self.t_end - self.t_first
+        n = len(self.token_ids) - 1
+        return GenerationResult(
+            self.request_id,
+            self.prompt_ids,
+            list(self.token_ids),
+            self.text,
+            list(self.logprobs),
+            list(self.top_logprobs) if self.params.logprobs else None,
+            self.finish_reason or "abort",
+            self.prefill_ms,
+            n / decode_s if n > 0 and decode_s > 0 else 0.0,
+        )
+
+
+LogitsHook = Callable[[torch.Tensor, list[str]], torch.Tensor]
+
+
+class Engine:
+    """Continuous batching over a preallocated cache; ``step()`` is the scheduler's one move."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer=None,  # noqa: ANN001 - ByteTokenizer, HFTokenizer or anything with encode/decode
+        *,
+        max_batch: int = 8,
+        max_len: int = 4096,
+        prefill_chunk: int = 4096,
+        eos_token_ids: Iterable[int] | None = None,
+        compile: bool = False,
+        cuda_graph: bool = False,
+        logits_hook: LogitsHook | None = None,
+    ) -> None:
+        if max_batch < 1 or max_len < 2 or prefill_chunk < 1:
+            raise ValueError(
+                f"max_batch, max_len and prefill_chunk must be positive (max_len >= 2); got {max_batch}, "
+                f"{max_len}, {prefill_chunk}"
+            )
+        self.model = model.eval()
+        self.config = model.config
+        self.tokenizer = tokenizer
+        param = next(model.parameters())
+        self.device = param.device
+        self.max_batch, self.max_len, self.prefill_chunk = max_batch, max_len, prefill_chunk
+        self.cache = GenerationCache(
+            self.config, max_batch, max_len, device=self.device, dtype=model.model.embed_tokens.weight.dtype
+        )
+        if eos_token_ids is None:
+            eos_token_ids = getattr(tokenizer, "eos_token_ids", None) or _config_eos(self.config)
+        self.eos_token_ids = frozenset(int(t) for t in eos_token_ids)
+        self.pad_token_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+        self.logits_hook = logits_hook
+        self.waiting: deque[Request] = deque()
+        self.running: dict[str, Request] = {}
+        self._ids = itertools.count()
+        self._finished: dict[str, GenerationResult] = {}
+        self.stats = {
+            "prefill_tokens": 0,
+            "prefill_s": 0.0,
+            "decode_tokens": 0,
+            "decode_s": 0.0,
+            "peak_batch": 0,
+        }
+        self._forward = self._eager_forward
+        if compile:
+            self._forward = self._compiled_forward()
+        self._graph = self._capture_graph() if cuda_graph else None
+
+    # ------------------------------------------------------------------ requests
+    def add_request(
+        self, prompt: list[int] | str, params: SamplingParams | None = None, request_id: str | None = None
+    ) -> str:
+        """Queue a prompt (token ids, or text when the engine has a tokenizer); returns its id."""
+        params = (params or SamplingParams()).validate(self.config.vocab_size)
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("a text prompt needs an engine with a tokenizer; pass token ids instead")
+            prompt = self.tokenizer.encode(prompt)
+        prompt = [int(t) for t in prompt]
+        if not prompt:
+            raise ValueError("the prompt is empty: give at least one token")
+        bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token {bad[0]} is outside the vocabulary [0, {self.config.vocab_size})")
+        if len(prompt) + params.max_new_tokens > self.max_len:
+            raise ValueError(
+                f"the prompt has {len(prompt)} tokens and max_new_tokens is {params.max_new_tokens}: "
+                f"{len(prompt) + params.max_new_tokens} > the engine's max_len {self.max_len}; shorten the "
+                "prompt, lower max_new_tokens or raise max_len"
+            )
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self.running or any(r.request_id == request_id for r in self.waiting):
+            raise ValueError(f"request id {request_id!r} is already in use")
+        stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.eos_token_ids))
+        detok = None
+        if self.tokenizer is not None:
+            detok = IncrementalDetokenizer(self.tokenizer.decode, context=prompt)
+        req = Request(
+            request_id,
+            prompt,
+            params,
+            frozenset(stop_ids),
+            make_generator(params.seed),
+            detok,
+        )
+        self.waiting.append(req)
+        return request_id
+
+    def abort(self, request_id: str) -> GenerationResult | None:
+        """Drop a queued or running request (its row is freed at once)."""
+        for req in list(self.waiting):
+            if req.request_id == request_id:
+                self.waiting.remove(req)
+                req.finish_reason = "abort"
+                return req.result()
+        req = self.running.pop(request_id, None)
+        if req is None:
+            return None
+        req.finish_reason, req.t_end = "abort", time.perf_counter()
+        self.cache.free(req.row)
+        return req.result()
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def take_result(self, request_id: str) -> GenerationResult | None:
+        """The result of a finished request (once; the engine forgets it after)."""
+        return self._finished.pop(request_id, None)
+
+    # ------------------------------------------------------------------ the scheduler's step
+    @torch.no_grad()
+    def step(self) -> list[TokenEvent]:
+        """Admit waiting requests (prefill) if rows are free, then decode one token for every runner."""
+        events: list[TokenEvent] = []
+        if self.waiting and self.cache.free_rows:
+            events += self._prefill()
+        decoding = [r for r in self.running.values() if r.token_ids and r.finish_reason is None]
+        if decoding:
+            events += self._decode(decoding)
+        return events
+
+    def _prefill(self) -> list[TokenEvent]:
+        group: list[Request] = []
+        while self.waiting and len(group) < self.cache.free_rows:
+            group.append(self.waiting.popleft())
+        for req in group:
+            req.row = self.cache.allocate()
+            self.running[req.request_id] = req
+        start = time.perf_counter()
+        longest = max(len(r.prompt_ids) for r in group)
+        ids = torch.full((len(group), longest), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(group), longest, dtype=torch.long)
+        for i, req in enumerate(group):
+            ids[i, longest - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
+            mask[i, longest - len(req.prompt_ids) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        view = self.cache.view([r.row for r in group])
+        chunk = max(1, self.prefill_chunk // len(group))
+        for a in range(0, longest, chunk):
+            part = mask[:, a : a + chunk]
+            out = self.model(
+                ids[:, a : a + chunk],
+                attention_mask=None if a >= longest - min(len(r.prompt_ids) for r in group) else part,
+                cache=view,
+                logits_to_keep=1,
+            )
+        logits = out.logits[:, -1]
+        events = self._emit(group, logits)
+        elapsed = time.perf_counter() - start
+        for req in group:
+            req.prefill_ms = elapsed * 1e3
+        self.stats["prefill_tokens"] += sum(len(r.prompt_ids) for r in group)
+        self.stats["prefill_s"] += elapsed
+        return events
+
+    def _decode(self, decoding: list[Request]) -> list[TokenEvent]:
+        start = time.perf_counter()
+        # rows 0..width-1: a slice of the cache, updated in place (a CUDA graph always runs every row)
+        width = self.max_batch if self._graph else max(r.row for r in decoding) + 1
+        tokens = torch.full((width, 1), self.pad_token_id, dtype=torch.long)
+        for req in decoding:
+            tokens[req.row, 0] = req.token_ids[-1]
+        if self._graph is not None:
+            logits = self._graph(tokens.to(self.device), [r.row for r in decoding])
+        else:
+            logits = self._forward(tokens.to(self.device), width)
+        rows = [r.row for r in decoding]
+        if rows != list(range(logits.shape[0])):
+            logits = logits.index_select(0, torch.tensor(rows, device=logits.device))
+        events = self._emit(decoding, logits)
+        self.stats["decode_tokens"] += len(decoding)
+        self.stats["peak_batch"] = max(self.stats["peak_batch"], len(decoding))
+        self.stats["decode_s"] += time.perf_counter() - start
+        return events
+
+    def _decode_view(self, width: int):  # noqa: ANN202
+        idle = [r for r in range(width) if not self.cache.in_use[r]]
+        return self.cache.view(range(width), idle=idle)
+
+    def _eager_forward(self, tokens: torch.Tensor, width: int) -> torch.Tensor:
+        return self.model(tokens, cache=self._decode_view(width)).logits[:, -1]
+
+    def _capture_graph(self):  # noqa: ANN202
+        """The decode step captured as a CUDA graph (see graphs.py); eager, with a warning, off CUDA."""
+        if self.device.type != "cuda":
+            warnings.warn("cuda_graph=True needs a CUDA device; decoding eagerly", stacklevel=3)
+            return None
+        from openm1.generate.graphs import GraphedDecode
+
+        try:
+            return GraphedDecode(self.model, self.cache)
+        except Exception as e:  # noqa: BLE001 - a slower engine beats none
+            warnings.warn(
+                f"CUDA graph capture failed ({type(e).__name__}: {e}); decoding eagerly", stacklevel=3
+            )
+            for row in range(self.cache.num_rows):
+                self.cache.reset_row(row)
+            return None
+
+    def _compiled_forward(self) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """The decode step under ``torch.compile`` on CUDA; eager elsewhere or if compilation fails."""
+        if self.device.type != "cuda":
+            warnings.warn("compile=True needs a CUDA device; decoding eagerly on the CPU", stacklevel=3)
+            return self._eager_forward
+        compiled = torch.compile(self.model, dynamic=True)
+
+        def forward(tokens: torch.Tensor, width: int) -> torch.Tensor:
+            try:
+                return compiled(tokens, cache=self._decode_view(width)).logits[:, -1]
+            except Exception as e:  # noqa: BLE001 - fall back rather than lose the request
+                warnings.warn(
+                    f"torch.compile failed ({type(e).__name__}: {e}); decoding eagerly", stacklevel=2
+                )
+                self._forward = self._eager_forward
+                return self._eager_forward(tokens, width)
+
+        return forward
+
+    # ------------------------------------------------------------------ sampling and stop rules
+    def _emit(self, reqs: list[Request], logits: torch.Tensor) -> list[TokenEvent]:
+        logits = logits.float()
+        if self.logits_hook is not None:
+            logits = self.logits_hook(logits, [r.request_id for r in reqs])
+        dev = logits.device
+        params = [r.params for r in reqs]
+        if all(p.greedy for p in params):
+            tokens = logits.argmax(dim=-1)  # no per-row parameters to ship to the device
+        else:
+            temperature = torch.tensor([p.temperature for p in params], device=dev, dtype=torch.float32)
+            top_k = torch.tensor([p.top_k for p in params], device=dev, dtype=torch.long)
+            top_p = torch.tensor([p.top_p for p in params], device=dev, dtype=torch.float32)
+            draws = [0.0 if r.params.greedy else float(torch.rand((), generator=r.generator)) for r in reqs]
+            tokens = sample(logits, temperature, top_k, top_p, torch.tensor(draws, device=dev))
+        logp = torch.log_softmax(logits, dim=-1)
+        chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
+        n_top = max(p.logprobs for p in params)
+        top = logp.topk(n_top, dim=-1) if n_top else None
+        # one device-to-host copy for both (float64 holds every token id exactly)
+        tokens_f, chosen_l = torch.stack((tokens.double(), chosen.double())).tolist()
+        tokens_l = [int(t) for t in tokens_f]
+        top_v = top.values.tolist() if top is not None else None
+        top_i = top.indices.tolist() if top is not None else None
+        now = time.perf_counter()
+        events = []
+        for i, req in enumerate(reqs):
+            alts = None
+            n = req.params.logprobs
+            if n:
+                alts = dict(zip(top_i[i][:n], top_v[i][:n], strict=True))
+            events.append(self._accept(req, tokens_l[i], chosen_l[i], alts, now))
+        return events
+
+    def _accept(
+        self, req: Request, token: int, logprob: float, alts: dict[int, float] | None, now: float
+    ) -> TokenEvent:
+        p = req.params
+        if not req.token_ids:
+            req.t_first = now
+        req.token_ids.append(token)
+        req.logprobs.append(logprob)
+        if alts is not None:
+            req.top_logprobs.append(alts)
+        reason = None
+        if token in req.stop_ids:
+            reason = "stop"
+        elif req.detok is not None:
+            before = len(req.text)
+            req.text += req.detok.push(token)
+            if p.stop:
+                reason = self._cut_at_stop(req, before)
+        if reason is None and p.repetition_window is not None:
+            req.confident_run = req.confident_run + 1 if logprob > math.log(p.repetition_threshold) else 0
+            if req.confident_run >= p.repetition_window:
+                reason = "repetition"
+        if reason is None and len(req.token_ids) >= p.max_new_tokens:
+            reason = "length"
+        if reason is not None:
+            if reason != "stop" and req.detok is not None:
+                req.text += req.detok.flush()
+            self._finish(req, reason, now)
+        hold = 0 if reason or not p.stop else max(len(s) for s in p.stop) - 1
+        visible = max(req.emitted, len(req.text) - hold)
+        delta, req.emitted = req.text[req.emitted : visible], visible
+        return TokenEvent(req.request_id, token, logprob, alts, delta, reason is not None, reason)
+
+    @staticmethod
+    def _cut_at_stop(req: Request, before: int) -> str | None:
+        window_start = max(0, before - max(len(s) for s in req.params.stop) + 1)
+        hits = [i for s in req.params.stop if (i := req.text.find(s, window_start)) >= 0]
+        if not hits:
+            return None
+        req.text = req.text[: min(hits)]
+        req.emitted = min(req.emitted, len(req.text))
+        return "stop"
+
+    def _finish(self, req: Request, reason: str, now: float) -> None:
+        req.finish_reason, req.t_end = reason, now
+        self.running.pop(req.request_id, None)
+        self.cache.free(req.row)
+        self._finished[req.request_id] = req.result()
+
+    # ------------------------------------------------------------------ convenience
+    def generate(
+        self,
+        prompts: list[list[int] | str],
+        params: SamplingParams | list[SamplingParams] | None = None,
+        on_event: Callable[[TokenEvent], None] | None = None,
+    ) -> list[GenerationResult]:
+        """Run these prompts to completion (through the same continuous-batching loop) and return
+        their results in order."""
+        if not isinstance(params, list):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling parameter sets")
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        pending = set(ids)
+        results: dict[str, GenerationResult] = {}
+        while pending:
+            for ev in self.step():
+                if on_event is not None:
+                    on_event(ev)
+                if ev.finished and ev.request_id in pending:
+                    pending.discard(ev.request_id)
+                    results[ev.request_id] = self._finished.pop(ev.request_id)
+        return [results[i] for i in ids]
+
+
+def _config_eos(config) -> list[int]:  # noqa: ANN001
+    eos = config.eos_token_id
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
