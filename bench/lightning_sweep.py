@@ -1,59 +1,89 @@
-"""Try launch configurations of the Triton lightning kernels on one shape (a tuning aid, not a result).
+"""Try launch settings of the Triton lightning kernels over the benchmark's shapes (a tuning aid, not
+a result): the execution mode (segmented or single-pass), the segment count, the tile configuration,
+and the decode step's tile. Prints one line per trial and writes them as JSON.
 
-python bench/lightning_sweep.py --length 65536 --heads 16
+python bench/lightning_sweep.py --out sweep.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.lightning import bench_ms, fwd_bwd, make  # noqa: E402
-from openm1.ops.lightning.triton import lightning_attn_triton  # noqa: E402
+from openm1.ops.lightning.triton import lightning_attn_step_triton, lightning_attn_triton  # noqa: E402
+
+SHAPES = [(16, 4096, 16), (4, 16384, 16), (1, 65536, 16), (1, 32768, 64)]
+# (single-pass threshold, target programs, C, BV, warps, stages)
+TRIALS = [
+    ("0", "1024", "64,64,4,2"),
+    ("0", "512", "64,64,4,2"),
+    ("0", "1024", "64,64,4,3"),
+    ("1", "1024", "64,64,4,3"),
+    ("1", "1024", "64,64,4,4"),
+    ("1", "1024", "64,128,8,3"),
+    ("1", "1024", "64,64,8,3"),
+    ("1", "1024", "32,64,4,3"),
+]
+DECODE = ["16,1", "32,1", "16,2", "64,8", "64,4", "128,4"]
+
+
+def trial_env(single: str, programs: str, config: str) -> None:
+    os.environ["OPENM1_LA_SINGLE_PASS_MIN"] = single
+    os.environ["OPENM1_LA_PROGRAMS"] = programs
+    os.environ["OPENM1_LA_CONFIG"] = config
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--length", type=int, default=65536)
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--out", default="sweep.json")
+    p.add_argument("--no-backward", action="store_true")
     args = p.parse_args()
-    q, k, v, slopes = make(args.batch, args.length, args.heads, args.dim)
-    fn = lambda q, k, v: lightning_attn_triton(q, k, v, slopes)[0]  # noqa: E731
-    ref = fn(q, k, v)
-    configs = [
-        (64, 64, 4, 2),
-        (64, 64, 4, 1),
-        (64, 64, 8, 2),
-        (64, 128, 8, 2),
-        (64, 128, 8, 1),
-        (64, 32, 4, 2),
-        (128, 64, 8, 2),
-        (128, 64, 8, 1),
-        (32, 64, 4, 2),
-        (128, 128, 8, 1),
-    ]
-    for c, bv, warps, stages in configs:
-        os.environ["OPENM1_LA_CONFIG"] = f"{c},{bv},{warps},{stages}"
-        try:
-            out = fn(q, k, v)
-            err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-            f = bench_ms(lambda: fn(q, k, v), 10, 40)
-            fb = bench_ms(fwd_bwd(fn, q, k, v), 5, 20)
-            print(
-                f"C={c:3d} BV={bv:3d} warps={warps} stages={stages}: fwd {f:.3f} ms  "
-                f"fwd+bwd {fb:.3f} ms  diff {err:.1e}",
-                flush=True,
-            )
-        except Exception as e:  # noqa: BLE001 - out of resources etc.
-            print(
-                f"C={c} BV={bv} warps={warps} stages={stages}: {type(e).__name__}: {str(e)[:80]}", flush=True
-            )
-    os.environ.pop("OPENM1_LA_CONFIG", None)
+    rows = []
+    for batch, length, heads in SHAPES:
+        q, k, v, slopes = make(batch, length, heads, 128)
+        fn = lambda q, k, v, s=slopes: lightning_attn_triton(q, k, v, s)[0]  # noqa: E731
+        ref = None
+        for single, programs, config in TRIALS:
+            trial_env(single, programs, config)
+            row = {"shape": [batch, length, heads], "single": single, "programs": programs, "config": config}
+            try:
+                out = fn(q, k, v)
+                ref = out if ref is None else ref
+                row["diff"] = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+                row["fwd_ms"] = bench_ms(lambda fn=fn, q=q, k=k, v=v: fn(q, k, v), 10, 40)
+                if not args.no_backward:
+                    row["fwdbwd_ms"] = bench_ms(fwd_bwd(fn, q, k, v), 5, 20)
+            except Exception as e:  # noqa: BLE001 - out of resources etc.
+                row["error"] = f"{type(e).__name__}: {str(e)[:100]}"
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del q, k, v
+    for key in ("OPENM1_LA_SINGLE_PASS_MIN", "OPENM1_LA_PROGRAMS", "OPENM1_LA_CONFIG"):
+        os.environ.pop(key, None)
+    for batch in (1, 8, 16, 64, 256):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v = (torch.randn(batch, 64, 128, device="cuda", generator=g).bfloat16() for _ in range(3))
+        slopes = torch.rand(64, device="cuda")
+        state = torch.randn(batch, 64, 128, 128, device="cuda")
+        for config in DECODE:
+            os.environ["OPENM1_LA_DECODE_CONFIG"] = config
+            row = {"decode_batch": batch, "config": config}
+            try:
+                step = lambda q=q, k=k, v=v, s=slopes, st=state: lightning_attn_step_triton(q, k, v, s, st)  # noqa: E731
+                row["us"] = 1e3 * bench_ms(step, 25, 200)
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {str(e)[:100]}"
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    os.environ.pop("OPENM1_LA_DECODE_CONFIG", None)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,15 @@ def poison(monkeypatch):
     monkeypatch.setattr(triton_ops, "POISON_OUTPUTS", True)
 
 
-@pytest.fixture
-def small_segments(monkeypatch):
-    """Short chunks and segments, so a few hundred tokens cross many chunk and segment boundaries."""
+MODES = {"segmented": "0", "single-pass": "1"}  # OPENM1_LA_SINGLE_PASS_MIN: never / always
+
+
+@pytest.fixture(params=list(MODES))
+def small_segments(monkeypatch, request):
+    """Short chunks and segments, so a few hundred tokens cross many chunk and segment boundaries; run
+    once in the segmented (state, scan, output) mode and once in the single-pass mode."""
     monkeypatch.setenv("OPENM1_LA_CONFIG", "16,16,4,1")
+    monkeypatch.setenv("OPENM1_LA_SINGLE_PASS_MIN", MODES[request.param])
     monkeypatch.setattr(triton_ops, "_segment_length", lambda total, heads, tiles, chunk: 3 * chunk)
 
 
@@ -191,9 +196,11 @@ def test_bad_inputs_fail_before_launch(monkeypatch, change, message):
 
 # ---------------------------------------------------------------------- on the GPU, at real sizes
 @pytest.mark.gpu
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("dim", [64, 128, 256])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_gpu_forward_backward_against_float64(dim, dtype):
+def test_gpu_forward_backward_against_float64(dim, dtype, mode, monkeypatch):
+    monkeypatch.setenv("OPENM1_LA_SINGLE_PASS_MIN", MODES[mode])
     cu = [0, 1000, 1001, 5000, 9000]
     q, k, v, slopes = inputs(31, 1, 9000, 4, dim, dim, dtype, device="cuda", layer=2)
     s0 = (torch.randn(4, 4, dim, dim) * 0.3).cuda()
@@ -213,7 +220,10 @@ def test_gpu_forward_backward_against_float64(dim, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch", [1, 64])
-def test_gpu_decode_step(batch):
+@pytest.mark.parametrize("config", [None, "64,4", "128,8"])
+def test_gpu_decode_step(batch, config, monkeypatch):
+    if config:
+        monkeypatch.setenv("OPENM1_LA_DECODE_CONFIG", config)
     q, k, v, slopes = inputs(37, batch, 1, 64, 128, 128, torch.bfloat16, device="cuda")
     state = torch.randn(batch, 64, 128, 128, device="cuda")
     expected_state = state.clone()

@@ -39,6 +39,17 @@ def _dot(a, b, PREC: tl.constexpr, DOT_F32: tl.constexpr):
 
 
 @triton.jit
+def _program(H: tl.constexpr, DV: tl.constexpr, BV: tl.constexpr):
+    """(segment, head, value tile) of a 1-D grid whose fastest index is the value tile: the programs
+    that read the same q and k rows run side by side, so the second read comes from L2."""
+    pid = tl.program_id(0)
+    n_vb: tl.constexpr = (DV + BV - 1) // BV
+    vb = pid % n_vb
+    rest = pid // n_vb
+    return rest // H, rest % H, vb
+
+
+@triton.jit
 def _segment_state(
     K,
     V,
@@ -52,6 +63,7 @@ def _segment_state(
     stride_v_h,
     stride_s_seg,
     stride_s_h,
+    H: tl.constexpr,
     DK: tl.constexpr,
     DV: tl.constexpr,
     BV: tl.constexpr,
@@ -61,9 +73,7 @@ def _segment_state(
     DOT_F32: tl.constexpr,
 ):
     """S_loc = sum over the segment of decayed k_t^T v_t, decayed to the segment's far end."""
-    seg = tl.program_id(0)
-    h = tl.program_id(1)
-    vb = tl.program_id(2)
+    seg, h, vb = _program(H, DV, BV)
     start = tl.load(SEG_START + seg)
     end = tl.load(SEG_END + seg)
     slope = tl.load(SLOPES + h).to(tl.float32)
@@ -163,6 +173,7 @@ def _segment_output(
     SEG_START,
     SEG_END,
     S_IN,
+    FINAL,
     SLOPES,
     stride_q_t,
     stride_q_h,
@@ -174,6 +185,9 @@ def _segment_output(
     stride_o_h,
     stride_s_seg,
     stride_s_h,
+    stride_f_n,
+    stride_f_h,
+    H: tl.constexpr,
     DK: tl.constexpr,
     DV: tl.constexpr,
     BV: tl.constexpr,
@@ -181,11 +195,15 @@ def _segment_output(
     REVERSE: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
+    HAS_STATE: tl.constexpr,
+    STORE_FINAL: tl.constexpr,
 ):
-    """The outputs of one segment, chunk by chunk, from the state entering it."""
-    seg = tl.program_id(0)
-    h = tl.program_id(1)
-    vb = tl.program_id(2)
+    """The outputs of one segment, chunk by chunk, from the state entering it.
+
+    In the single-pass mode (one segment per sequence, when the grid is full without splitting) the
+    entering state is the initial state (``HAS_STATE``) or zero, and the state left at the end is the
+    sequence's final state (``STORE_FINAL``), so the state and scan launches are skipped."""
+    seg, h, vb = _program(H, DV, BV)
     start = tl.load(SEG_START + seg)
     end = tl.load(SEG_END + seg)
     slope = tl.load(SLOPES + h).to(tl.float32)
@@ -193,11 +211,12 @@ def _segment_output(
     offs_k = tl.arange(0, DK)
     offs_v = vb * BV + tl.arange(0, BV)
     mask_v = offs_v < DV
-    state = tl.load(
-        S_IN + seg * stride_s_seg + h * stride_s_h + offs_k[:, None] * DV + offs_v[None, :],
-        mask=mask_v[None, :],
-        other=0.0,
-    )
+    tile = offs_k[:, None] * DV + offs_v[None, :]
+    if HAS_STATE:
+        s_in = S_IN + seg * stride_s_seg + h * stride_s_h + tile
+        state = tl.load(s_in, mask=mask_v[None, :], other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros((DK, BV), dtype=tl.float32)
     # Within-chunk decay mask (depends only on the offsets, so it is built once).
     if REVERSE:
         diff = offs_c[None, :] - offs_c[:, None]
@@ -245,6 +264,8 @@ def _segment_output(
         )
         kw = (k.to(tl.float32) * k_decay[:, None]).to(v.dtype)
         state = state * _decay_pow(slope, c_len.to(tl.float32)) + _dot(tl.trans(kw), v, PREC, DOT_F32)
+    if STORE_FINAL:
+        tl.store(FINAL + seg * stride_f_n + h * stride_f_h + tile, state, mask=mask_v[None, :])
 
 
 @triton.jit

@@ -48,10 +48,22 @@ def _config(dk: int, dv: int) -> dict:
 
 def _segment_length(total: int, heads: int, value_tiles: int, chunk: int) -> int:
     """Tokens per segment: long enough that per-segment states cost little, short enough that the
-    grid (segments x heads x value tiles) has ~1K programs to fill the GPU even at batch 1."""
-    want = total * heads * value_tiles // 1024
+    grid (segments x heads x value tiles) has ``OPENM1_LA_PROGRAMS`` (512) programs to fill the GPU
+    even at batch 1."""
+    want = total * heads * value_tiles // int(os.environ.get("OPENM1_LA_PROGRAMS", "512"))
     length = max(256, min(8192, want))
     return max(chunk, (length // chunk) * chunk)
+
+
+def _single_pass(offsets: list[int], heads: int, value_tiles: int) -> bool:
+    """One program per (sequence, head, value tile), no state/scan launches: right when those
+    programs alone fill the GPU (many sequences), since it reads q, k, v once instead of k, v twice.
+    ``OPENM1_LA_SINGLE_PASS_MIN`` is the program count from which it is used (0 = never)."""
+    threshold = int(os.environ.get("OPENM1_LA_SINGLE_PASS_MIN", "128"))
+    lengths = [b - a for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    if threshold <= 0 or min(lengths, default=0) == 0:
+        return False  # an empty sequence's final state is its initial state: the segmented path copies it
+    return (len(offsets) - 1) * heads * value_tiles >= threshold
 
 
 def _segments(offsets: list[int], seg_len: int, device: torch.device):
@@ -85,21 +97,42 @@ def scan(
     cfg = _config(dk, dv)
     chunk, bv = cfg["C"], cfg["BV"]
     n_vb = triton.cdiv(dv, bv)
-    seg_len = _segment_length(total, heads, n_vb, chunk)
-    seg_start, seg_end, seq_begin, n_seg = _segments(offsets, seg_len, q.device)
     n_seq = len(offsets) - 1
     slopes = slopes.to(device=q.device, dtype=torch.float32).contiguous()
     prec = _precision(q.dtype)
     dot_f32 = q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
     o = _empty(total, heads, dv, device=q.device, dtype=q.dtype)
     final = _empty(n_seq, heads, dk, dv, device=q.device, dtype=torch.float32)
-    seg_states = _empty(max(n_seg, 1), heads, dk, dv, device=q.device, dtype=torch.float32)
+    single = _single_pass(offsets, heads, n_vb)
     meta = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+    if single and not os.environ.get("OPENM1_LA_CONFIG"):
+        # H100 sweep (bench/results/lightning-sweep-*.json): the single pass's long chunk loop wants a
+        # deeper load pipeline, and whole 128-wide value tiles (q and k read once) when the grid
+        # stays full without splitting them.
+        meta["num_stages"] += 1
+        if max(dk, dv) <= 128 and dv > bv and n_seq * heads * triton.cdiv(dv, 128) >= 256:
+            bv, n_vb, meta["num_warps"] = dv, 1, 8
+    if single:
+        seg_len = max(b - a for a, b in zip(offsets[:-1], offsets[1:], strict=True))
+    else:
+        seg_len = _segment_length(total, heads, n_vb, chunk)
+    seg_start, seg_end, seq_begin, n_seg = _segments(offsets, seg_len, q.device)
+    if single:
+        init = initial_state.float().contiguous() if initial_state is not None else final
+        kernels._segment_output[(n_seg * heads * n_vb,)](
+            q, k, v, o, seg_start, seg_end, init, final, slopes,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            o.stride(0), o.stride(1), init.stride(0), init.stride(1), final.stride(0), final.stride(1),
+            H=heads, DK=dk, DV=dv, BV=bv, C=chunk, REVERSE=reverse, PREC=prec, DOT_F32=dot_f32,
+            HAS_STATE=initial_state is not None, STORE_FINAL=True, **meta,
+        )  # fmt: skip
+        return o, final
+    seg_states = _empty(max(n_seg, 1), heads, dk, dv, device=q.device, dtype=torch.float32)
     if n_seg:
-        kernels._segment_state[(n_seg, heads, n_vb)](
+        kernels._segment_state[(n_seg * heads * n_vb,)](
             k, v, seg_start, seg_end, seg_states, slopes,
             k.stride(0), k.stride(1), v.stride(0), v.stride(1), seg_states.stride(0), seg_states.stride(1),
-            DK=dk, DV=dv, BV=bv, C=chunk, REVERSE=reverse, PREC=prec, DOT_F32=dot_f32, **meta,
+            H=heads, DK=dk, DV=dv, BV=bv, C=chunk, REVERSE=reverse, PREC=prec, DOT_F32=dot_f32, **meta,
         )  # fmt: skip
     init = initial_state.float().contiguous() if initial_state is not None else final
     bk_scan, bv_scan = min(dk, 64), min(dv, 64)
@@ -111,11 +144,12 @@ def scan(
         HAS_INIT=initial_state is not None, STORE_FINAL=True, num_warps=4,
     )  # fmt: skip
     if n_seg:
-        kernels._segment_output[(n_seg, heads, n_vb)](
-            q, k, v, o, seg_start, seg_end, seg_states, slopes,
+        kernels._segment_output[(n_seg * heads * n_vb,)](
+            q, k, v, o, seg_start, seg_end, seg_states, final, slopes,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            o.stride(0), o.stride(1), seg_states.stride(0), seg_states.stride(1),
-            DK=dk, DV=dv, BV=bv, C=chunk, REVERSE=reverse, PREC=prec, DOT_F32=dot_f32, **meta,
+            o.stride(0), o.stride(1), seg_states.stride(0), seg_states.stride(1), 0, 0,
+            H=heads, DK=dk, DV=dv, BV=bv, C=chunk, REVERSE=reverse, PREC=prec, DOT_F32=dot_f32,
+            HAS_STATE=True, STORE_FINAL=False, **meta,
         )  # fmt: skip
     return o, final
 
@@ -208,18 +242,28 @@ def _backward(ctx, grad_o, grad_final):
 lightning_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _decode_config(n: int, heads: int, dv: int) -> tuple[int, int]:
+    """Value-tile width and warps of the decode step; ``OPENM1_LA_DECODE_CONFIG=BV,warps`` overrides."""
+    override = os.environ.get("OPENM1_LA_DECODE_CONFIG")
+    if override:
+        bv, warps = (int(x) for x in override.split(","))
+        return min(bv, dv), warps
+    # H100 sweep: 64-wide tiles win from batch 8 up; 8 warps once the state no longer fits in L2.
+    return min(dv, 64), (4 if n * heads <= 4096 else 8)
+
+
 @torch.library.custom_op("openm1::lightning_step", mutates_args=("state",))
 def lightning_step(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor) -> Tensor:
     """One token for each of N sequences (``q, k [N, H, Dk]``, ``v [N, H, Dv]``); ``state`` in place."""
     n, heads, dk = q.shape
     dv = v.shape[-1]
-    bv = min(dv, 32)
+    bv, warps = _decode_config(n, heads, dv)
     o = _empty(n, heads, dv, device=q.device, dtype=q.dtype)
     kernels._decode_step[(n, heads, triton.cdiv(dv, bv))](
         q, k, v, o, state, slopes.to(device=q.device, dtype=torch.float32).contiguous(),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         o.stride(0), o.stride(1), state.stride(0), state.stride(1),
-        DK=dk, DV=dv, BV=bv, num_warps=4,
+        DK=dk, DV=dv, BV=bv, num_warps=warps,
     )  # fmt: skip
     return o
 
