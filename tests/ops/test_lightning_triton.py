@@ -29,10 +29,10 @@ def poison(monkeypatch):
     monkeypatch.setattr(triton_ops, "POISON_OUTPUTS", True)
 
 
-MODES = {"segmented": "0", "single-pass": "1"}  # OPENM1_LA_SINGLE_PASS_MIN: never / always
+MODES = {"segmented": "0", "single-pass": "1", "single-pass-wide": "1"}  # OPENM1_LA_SINGLE_PASS_MIN
 
 
-@pytest.fixture(params=list(MODES))
+@pytest.fixture(params=["segmented", "single-pass"])
 def small_segments(monkeypatch, request):
     """Short chunks and segments, so a few hundred tokens cross many chunk and segment boundaries; run
     once in the segmented (state, scan, output) mode and once in the single-pass mode."""
@@ -88,6 +88,26 @@ def test_default_launch_configuration(monkeypatch):
     q, k, v, slopes = inputs(5, 1, 200, 2, 32, 32, torch.float32)
     o, _ = lightning_attn_triton(q, k, v, slopes)
     assert rel(o, reference(q, k, v, slopes)[0]) < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_single_pass_with_whole_value_tiles(monkeypatch, dtype):
+    """The production single-pass launch with 128-wide value tiles (used when many sequences fill the
+    GPU), forced on a small input: outputs, final states and gradients."""
+    monkeypatch.setenv("OPENM1_LA_SINGLE_PASS_MIN", "1")
+    monkeypatch.setenv("OPENM1_LA_WIDE_MIN", "1")
+    q, k, v, slopes = inputs(11, 2, 70, 2, 32, 128, dtype)
+    s0 = (torch.randn(2, 2, 32, 128, device=DEVICE) * 0.3).requires_grad_(True)
+    for x in (q, k, v):
+        x.requires_grad_(True)
+    o, final = lightning_attn_triton(q, k, v, slopes, initial_state=s0, output_final_state=True)
+    do = torch.randn_like(o)
+    ((o.float() * do.float()).sum() + final.sum()).backward()
+    ro, rf, rargs, rinit = reference(q, k, v, slopes, s0)
+    ((ro * do.double().cpu()).sum() + rf.sum()).backward()
+    assert rel(o, ro) < TOL[dtype] and rel(final, rf) < TOL[dtype]
+    for name, mine, ref in zip("q k v s0".split(), (q, k, v, s0), (*rargs, rinit), strict=True):
+        assert rel(mine.grad, ref.grad) < TOL[dtype], name
 
 
 def test_packed_sequences_with_initial_states(small_segments):
@@ -201,6 +221,7 @@ def test_bad_inputs_fail_before_launch(monkeypatch, change, message):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_gpu_forward_backward_against_float64(dim, dtype, mode, monkeypatch):
     monkeypatch.setenv("OPENM1_LA_SINGLE_PASS_MIN", MODES[mode])
+    monkeypatch.setenv("OPENM1_LA_WIDE_MIN", "1" if mode == "single-pass-wide" else "100000")
     cu = [0, 1000, 1001, 5000, 9000]
     q, k, v, slopes = inputs(31, 1, 9000, 4, dim, dim, dtype, device="cuda", layer=2)
     s0 = (torch.randn(4, 4, dim, dim) * 0.3).cuda()

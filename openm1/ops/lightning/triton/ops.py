@@ -110,7 +110,8 @@ def scan(
         # deeper load pipeline, and whole 128-wide value tiles (q and k read once) when the grid
         # stays full without splitting them.
         meta["num_stages"] += 1
-        if max(dk, dv) <= 128 and dv > bv and n_seq * heads * triton.cdiv(dv, 128) >= 256:
+        wide_min = int(os.environ.get("OPENM1_LA_WIDE_MIN", "256"))  # (sequence, head) pairs
+        if max(dk, dv) <= 128 and dv > bv and n_seq * heads >= wide_min:
             bv, n_vb, meta["num_warps"] = dv, 1, 8
     if single:
         seg_len = max(b - a for a, b in zip(offsets[:-1], offsets[1:], strict=True))
