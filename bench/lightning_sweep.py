@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.lightning import bench_ms, fwd_bwd, make  # noqa: E402
+from bench.lightning import bench_ms, fwd_bwd, graphed, make  # noqa: E402
 from openm1.ops.lightning.triton import lightning_attn_step_triton, lightning_attn_triton  # noqa: E402
 
 SHAPES = [(16, 4096, 16), (4, 16384, 16), (1, 65536, 16), (1, 32768, 64)]
@@ -31,7 +31,7 @@ TRIALS = [
     ("1", "1024", "64,64,8,3"),
     ("1", "1024", "32,64,4,3"),
 ]
-DECODE = ["16,1", "32,1", "16,2", "64,8", "64,4", "128,4"]
+DECODE = ["64,4", "64,8", "128,4", "128,8", "64,4,stream", "64,8,stream", "128,4,stream"]
 
 
 def trial_env(single: str, programs: str, config: str) -> None:
@@ -44,9 +44,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="sweep.json")
     p.add_argument("--no-backward", action="store_true")
+    p.add_argument("--decode-only", action="store_true")
     args = p.parse_args()
     rows = []
-    for batch, length, heads in SHAPES:
+    for batch, length, heads in [] if args.decode_only else SHAPES:
         q, k, v, slopes = make(batch, length, heads, 128)
         fn = lambda q, k, v, s=slopes: lightning_attn_triton(q, k, v, s)[0]  # noqa: E731
         ref = None
@@ -73,11 +74,12 @@ def main() -> None:
         slopes = torch.rand(64, device="cuda")
         state = torch.randn(batch, 64, 128, 128, device="cuda")
         for config in DECODE:
-            os.environ["OPENM1_LA_DECODE_CONFIG"] = config
+            os.environ["OPENM1_LA_DECODE_CONFIG"] = config.removesuffix(",stream")
+            os.environ["OPENM1_LA_DECODE_STREAM"] = "1" if config.endswith("stream") else "0"
             row = {"decode_batch": batch, "config": config}
             try:
                 step = lambda q=q, k=k, v=v, s=slopes, st=state: lightning_attn_step_triton(q, k, v, s, st)  # noqa: E731
-                row["us"] = 1e3 * bench_ms(step, 25, 200)
+                row["us"] = 1e3 * bench_ms(graphed(step), 25, 200)
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e)[:100]}"
             rows.append(row)

@@ -289,6 +289,7 @@ def _decode_step(
     DK: tl.constexpr,
     DV: tl.constexpr,
     BV: tl.constexpr,
+    STREAM: tl.constexpr,
 ):
     """One token per sequence: ``S = lam S + k^T v`` in place, ``o = q S``; bandwidth-bound on S."""
     n = tl.program_id(0)
@@ -301,9 +302,15 @@ def _decode_step(
     k = tl.load(K + n * stride_k_n + h * stride_k_h + offs_k).to(tl.float32)
     v = tl.load(V + n * stride_v_n + h * stride_v_h + offs_v, mask=mask_v, other=0.0).to(tl.float32)
     s_ptr = STATE + n * stride_s_n + h * stride_s_h + offs_k[:, None] * DV + offs_v[None, :]
-    state = tl.load(s_ptr, mask=mask_v[None, :], other=0.0)
+    if STREAM:  # each state byte is touched once per step: keep it from displacing others in L2
+        state = tl.load(s_ptr, mask=mask_v[None, :], other=0.0, eviction_policy="evict_first")
+    else:
+        state = tl.load(s_ptr, mask=mask_v[None, :], other=0.0)
     lam = tl.exp(-tl.load(SLOPES + h).to(tl.float32))
     state = state * lam + k[:, None] * v[None, :]
-    tl.store(s_ptr, state, mask=mask_v[None, :])
+    if STREAM:
+        tl.store(s_ptr, state, mask=mask_v[None, :], cache_modifier=".cs")
+    else:
+        tl.store(s_ptr, state, mask=mask_v[None, :])
     out = tl.sum(q[:, None] * state, axis=0)
     tl.store(OUT + n * stride_o_n + h * stride_o_h + offs_v, out.to(OUT.dtype.element_ty), mask=mask_v)

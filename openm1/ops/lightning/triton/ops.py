@@ -264,7 +264,7 @@ def lightning_step(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tenso
         q, k, v, o, state, slopes.to(device=q.device, dtype=torch.float32).contiguous(),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         o.stride(0), o.stride(1), state.stride(0), state.stride(1),
-        DK=dk, DV=dv, BV=bv, num_warps=warps,
+        DK=dk, DV=dv, BV=bv, STREAM=os.environ.get("OPENM1_LA_DECODE_STREAM", "0") == "1", num_warps=warps,
     )  # fmt: skip
     return o
 
