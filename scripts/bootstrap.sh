@@ -38,4 +38,24 @@ if [ ! -f "$stamp" ]; then
   "$py" -m pip install -q -e "$spec" >&2
   touch "$stamp"
 fi
+
+# The chat-page test drives headless Chromium: with the test extras, install Debian's chromium and its
+# driver once when they are missing and apt-get can run (root or passwordless sudo); otherwise that
+# test skips and says why. OPENM1_NO_BROWSER_INSTALL=1 turns this off.
+browser_stamp="$stamp_dir/.openm1-browser-tried"
+if [[ ",$extras," == *",test,"* || ",$extras," == *",dev,"* ]] && [ -z "${OPENM1_NO_BROWSER_INSTALL:-}" ] \
+  && [ ! -f "$browser_stamp" ] && command -v apt-get >/dev/null 2>&1 \
+  && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
+  if [ -z "$sudo" ] || sudo -n true >/dev/null 2>&1; then
+    browser_log="$stamp_dir/.openm1-browser-install.log"
+    echo "openm1: installing chromium and chromium-driver with apt-get for the chat-page test (log: $browser_log)" >&2
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      chromium chromium-driver; } >"$browser_log" 2>&1; then
+      echo "openm1: could not install chromium (see $browser_log); the chat-page test will skip" >&2
+    fi
+    touch "$browser_stamp"
+  fi
+fi
 echo "$py"

@@ -17,6 +17,7 @@ gathered copies that ``advance`` writes back.
 from __future__ import annotations
 
 import torch
+from torch.nn.attention.bias import causal_lower_right
 
 from openm1.config import FULL, LINEAR, ModelConfig
 from openm1.model.context import CacheLayout
@@ -109,11 +110,25 @@ class CacheView:
         self.idle = list(idle or [])
         contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
         self._slice = slice(rows[0], rows[0] + len(rows)) if contiguous else None
-        self._index = torch.tensor(rows, dtype=torch.long, device=cache.device)
+        self._index_t: torch.Tensor | None = None
         self._gathered: dict[int, torch.Tensor] = {}
         self._pending: tuple | None = None
+        self._full = False
         self.static_keys = False
         """Keys over all ``max_len`` slots (fixed shapes, for CUDA graphs) rather than the used ones."""
+        self.real_counts: list[int] | None = None
+        """Real tokens per row in the next forward's padded ``attention_mask``, when the caller knows
+        them: spares reading the mask back from the device (a sync on a GPU). Used once."""
+
+    @property
+    def _index(self) -> torch.Tensor:
+        """The rows as a device tensor, made on first use (a copy to the device; slices never need it)."""
+        if self._index_t is None:
+            rows = torch.tensor(self.rows, dtype=torch.long)
+            if self.cache.device.type == "cuda":
+                rows = rows.pin_memory()
+            self._index_t = rows.to(self.cache.device, non_blocking=True)
+        return self._index_t
 
     # ------------------------------------------------------------------ the model's interface
     def get_seq_length(self) -> int:
@@ -127,6 +142,7 @@ class CacheView:
         """
         cache, batch = self.cache, len(self.rows)
         device = cache.device
+        known, self.real_counts = self.real_counts, None
         start = cache.lengths_t[self._slice] if self._slice is not None else cache.lengths_t[self._index]
         if token_mask is not None:
             if tuple(token_mask.shape) != (batch, time):
@@ -135,14 +151,17 @@ class CacheView:
                     f"expected [{batch}, {time}], got {list(token_mask.shape)}"
                 )
             token_mask = token_mask.to(device)
-            if bool(token_mask.all()):
+            if known is not None and len(known) != batch:
+                raise ValueError(f"real_counts has {len(known)} rows but the forward has {batch}")
+            if (known is not None and all(n == time for n in known)) or (
+                known is None and bool(token_mask.all())
+            ):
                 token_mask = None
         if token_mask is None:
             added = [time] * batch
             offsets = torch.arange(time, device=device)[None, :].expand(batch, time)
         else:
-            counts = token_mask.long().sum(-1)
-            added = counts.tolist()
+            added = list(known) if known is not None else token_mask.long().sum(-1).tolist()
             padded = [r for r, n in zip(self.rows, added, strict=True) if n < time and cache.lengths[r] > 0]
             if padded:
                 raise ValueError(
@@ -157,12 +176,17 @@ class CacheView:
                 f"row {worst} would hold {max(ends)} tokens but the cache was allocated for "
                 f"{cache.max_len}; raise max_len (or lower max_new_tokens / the prompt length)"
             )
+        self._full = max(ends) >= cache.max_len
         slots = start[:, None] + offsets  # [batch, time]; padding points at a real slot, never written
         keys = cache.max_len if self.static_keys else max(ends)
         self._pending = (slots, token_mask, added, keys)
-        if token_mask is None and not self.static_keys and all(cache.lengths[r] == 0 for r in self.rows):
-            # a first prefill chunk without padding: plain causal, so SDPA may take its fused causal path
-            return CacheLayout(position_ids=slots, token_mask=None, attention_bias=None)
+        if token_mask is None and not self.static_keys and len({cache.lengths[r] for r in self.rows}) == 1:
+            # every row holds as many tokens and none is padded: causal attention aligned at the end
+            # (a first chunk, a later chunk of a long prompt, an even decode step), which SDPA's fused
+            # kernels run without a materialised [time, keys] mask
+            past = cache.lengths[self.rows[0]]
+            bias = causal_lower_right(time, past + time) if past and time > 1 else None
+            return CacheLayout(position_ids=slots, token_mask=None, attention_bias=bias)
         k_pos = torch.arange(keys, device=device)
         bias = k_pos[None, None, :] <= slots[:, :, None]  # causal within each row's own tokens
         if token_mask is not None:
@@ -191,20 +215,28 @@ class CacheView:
             raise RuntimeError("the model must call layout() before update_kv()")
         slots, token_mask, _, keys = self._pending
         kbuf, vbuf = self.cache.keys[layer_idx], self.cache.values[layer_idx]
-        rows = self._index[:, None].expand_as(slots)
         key, value = key.to(kbuf.dtype), value.to(vbuf.dtype)
         if token_mask is None and self._slice is not None:
             # the decode step: a scatter along time into a slice (no advanced indexing; graph-safe)
             index = slots[:, :, None, None].expand_as(key)
             kbuf[self._slice].scatter_(1, index, key)
             vbuf[self._slice].scatter_(1, index, value)
-        elif token_mask is None:
+            return kbuf[self._slice, :keys], vbuf[self._slice, :keys]
+        rows = self._index[:, None].expand_as(slots)
+        if token_mask is None:
             kbuf.index_put_((rows, slots), key)
             vbuf.index_put_((rows, slots), value)
         else:
-            real = token_mask.bool()
-            kbuf.index_put_((rows[real], slots[real]), key[real])
-            vbuf.index_put_((rows[real], slots[real]), value[real])
+            # padding goes to the last slot, which no real token of this forward reaches (checked in
+            # layout) and whose own token overwrites it later: no masked selection, so no GPU sync
+            if self._full:  # a row ends at the last slot: select the real tokens (a sync)
+                real = token_mask.bool()
+                kbuf.index_put_((rows[real], slots[real]), key[real])
+                vbuf.index_put_((rows[real], slots[real]), value[real])
+            else:
+                write = torch.where(token_mask.bool(), slots, self.cache.max_len - 1)
+                kbuf.index_put_((rows, write), key)
+                vbuf.index_put_((rows, write), value)
         if self._slice is not None:
             return kbuf[self._slice, :keys], vbuf[self._slice, :keys]
         return kbuf[self._index, :keys], vbuf[self._index, :keys]
@@ -221,7 +253,10 @@ class CacheView:
         if grown is not None and len(set(added)) == 1:  # the decode step: an in-place add on a slice
             grown += added[0]
         else:
-            cache.lengths_t[self._index] += torch.tensor(added, device=cache.device)
+            grown = torch.tensor(added)
+            if cache.device.type == "cuda":
+                grown = grown.pin_memory()
+            cache.lengths_t[self._index] += grown.to(cache.device, non_blocking=True)
         for r in self.idle:  # rows that only rode along (free rows inside a decode slice) stay empty
             cache.lengths[r] = 0
             cache.lengths_t[r] = 0

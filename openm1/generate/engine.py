@@ -1,11 +1,14 @@
 """The generation engine: batched chunked prefill, batched decode, continuous batching, stop rules.
 
 One :class:`Engine` owns a model and a :class:`GenerationCache` of ``max_batch`` rows. ``add_request``
-queues a prompt; each ``step()`` admits queued requests into free rows (one left-padded prefill of all
-of them, in chunks of at most ``prefill_chunk`` tokens so a long prompt runs in bounded activation
-memory), then advances every running sequence by one token. A sequence leaves its row when it meets a
-stop token or string, ``max_new_tokens``, or the paper's early truncation (``repetition_window``
-consecutive tokens each with probability above ``repetition_threshold``); the next step fills the row.
+queues a prompt; each ``step()`` launches the next decode step of every running sequence, reads the
+previous step's tokens back (decoding runs one step ahead of the host), then admits queued requests
+into free rows (one left-padded prefill of all of them, in chunks of at most ``prefill_chunk`` tokens
+so a long prompt runs in bounded activation memory). A sequence leaves its row when it meets a stop
+token or string, ``max_new_tokens``, or the paper's early truncation (``repetition_window`` consecutive
+tokens each with probability above ``repetition_threshold``); the next step fills the row. The
+engine's forwards run the layers' inference forms (``inference.py``); ``docs/generate.md`` has the
+whole picture.
 
 Log-probs are ``log_softmax`` of the model's float32 logits (the FP32 LM head) before temperature,
 top-k or top-p: the probabilities of the model itself, which an RL trainer recomputes. The early
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from openm1.generate.cache import GenerationCache
+from openm1.generate.inference import InferenceForms, resolve_expert_form
 from openm1.generate.sampling import SamplingParams, make_generator, sample
 from openm1.generate.tokenizer import IncrementalDetokenizer
 
@@ -75,6 +79,8 @@ class Request:
     text: str = ""
     emitted: int = 0
     confident_run: int = 0
+    in_flight: int = 0
+    """1 while a launched decode step for this request has not been read back yet."""
     finish_reason: str | None = None
     prefill_ms: float = 0.0
     t_first: float = 0.0
@@ -96,11 +102,34 @@ class Request:
         )
 
 
+@dataclass
+class _Sampled:
+    """One step's chosen tokens: on the device (``tokens``) and on their way to the host (``host``:
+    per row the token, its log-prob, then ``n_top`` alternative ids and their log-probs)."""
+
+    reqs: list[Request]
+    tokens: torch.Tensor
+    host: torch.Tensor
+    done: torch.cuda.Event | None
+    n_top: int
+
+
 LogitsHook = Callable[[torch.Tensor, list[str]], torch.Tensor]
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the device (a plain ``.to`` syncs the stream)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class Engine:
-    """Continuous batching over a preallocated cache; ``step()`` is the scheduler's one move."""
+    """Continuous batching over a preallocated cache; ``step()`` is the scheduler's one move.
+
+    ``cuda_graph`` replays the decode step as a CUDA graph; ``experts`` picks the MoE form of the
+    engine's forwards (``auto``, ``grouped``, ``dense``, ``reference``: see ``inference.py``).
+    """
 
     def __init__(
         self,
@@ -114,6 +143,7 @@ class Engine:
         compile: bool = False,
         cuda_graph: bool = False,
         logits_hook: LogitsHook | None = None,
+        experts: str = "auto",
     ) -> None:
         if max_batch < 1 or max_len < 2 or prefill_chunk < 1:
             raise ValueError(
@@ -145,10 +175,27 @@ class Engine:
             "decode_s": 0.0,
             "peak_batch": 0,
         }
+        dtype = model.model.embed_tokens.weight.dtype
+        self.experts_prefill = resolve_expert_form(experts, self.device, dtype)
+        self._experts_decode = resolve_expert_form(experts, self.device, dtype, decode=cuda_graph)
+        self._experts_auto = experts == "auto"
+        self.experts_graph: str | None = None
+        """The MoE form the decode graph holds (None without a graph)."""
+        self.graph_ms: dict[str, float] = {}
+        """Replay times of the candidate decode graphs, when several were captured."""
+        self._forms = InferenceForms(model, self.experts_prefill)
+        self._pending: _Sampled | None = None
+        self._row_index_cache: tuple[tuple[int, ...], torch.Tensor | None] = ((), None)
         self._forward = self._eager_forward
         if compile:
             self._forward = self._compiled_forward()
         self._graph = self._capture_graph() if cuda_graph else None
+        # each row's next input token, written on the device by the sampler (the graph's own buffer)
+        self._next = (
+            self._graph.tokens
+            if self._graph is not None
+            else torch.zeros(max_batch, 1, dtype=torch.long, device=self.device)
+        )
 
     # ------------------------------------------------------------------ requests
     def add_request(
@@ -214,13 +261,30 @@ class Engine:
     # ------------------------------------------------------------------ the scheduler's step
     @torch.no_grad()
     def step(self) -> list[TokenEvent]:
-        """Admit waiting requests (prefill) if rows are free, then decode one token for every runner."""
+        """One move: launch the next decode step, read the previous one's tokens, admit waiting requests.
+
+        Decoding runs one step ahead of the host: step n+1 is launched (its input tokens are step n's,
+        still on the device) before step n's tokens are read back and checked against the stop rules,
+        so the device never waits for this Python. A sequence that stops at step n has computed one
+        token too many in step n+1; that token is dropped and its row freed.
+        """
         events: list[TokenEvent] = []
+        start = time.perf_counter()
+        decoding = [
+            r
+            for r in self.running.values()
+            if r.token_ids and len(r.token_ids) + r.in_flight < r.params.max_new_tokens
+        ]
+        launched = self._launch_decode(decoding) if decoding else None
+        if self._pending is not None:
+            events += self._collect(self._pending)
+        self._pending = launched
+        if launched is not None or events:
+            self.stats["decode_tokens"] += len(events)
+            self.stats["decode_s"] += time.perf_counter() - start
+            self.stats["peak_batch"] = max(self.stats["peak_batch"], len(decoding))
         if self.waiting and self.cache.free_rows:
             events += self._prefill()
-        decoding = [r for r in self.running.values() if r.token_ids and r.finish_reason is None]
-        if decoding:
-            events += self._decode(decoding)
         return events
 
     def _prefill(self) -> list[TokenEvent]:
@@ -231,51 +295,58 @@ class Engine:
             req.row = self.cache.allocate()
             self.running[req.request_id] = req
         start = time.perf_counter()
-        longest = max(len(r.prompt_ids) for r in group)
+        lengths = [len(r.prompt_ids) for r in group]
+        longest, shortest = max(lengths), min(lengths)
         ids = torch.full((len(group), longest), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(group), longest, dtype=torch.long)
         for i, req in enumerate(group):
-            ids[i, longest - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
-            mask[i, longest - len(req.prompt_ids) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+            ids[i, longest - lengths[i] :] = torch.tensor(req.prompt_ids)
+        ids = _to_device(ids, self.device)
         view = self.cache.view([r.row for r in group])
         chunk = max(1, self.prefill_chunk // len(group))
-        for a in range(0, longest, chunk):
-            part = mask[:, a : a + chunk]
-            out = self.model(
-                ids[:, a : a + chunk],
-                attention_mask=None if a >= longest - min(len(r.prompt_ids) for r in group) else part,
-                cache=view,
-                logits_to_keep=1,
-            )
-        logits = out.logits[:, -1]
-        events = self._emit(group, logits)
+        with self._forms:
+            for a in range(0, longest, chunk):
+                b = min(a + chunk, longest)
+                mask = None
+                if a < longest - shortest:  # this chunk holds left padding: tell the cache each row's count
+                    real = [max(0, b - max(a, longest - n)) for n in lengths]
+                    mask = torch.zeros(len(group), b - a, dtype=torch.long)
+                    for i, n in enumerate(real):
+                        mask[i, b - a - n :] = 1
+                    view.real_counts = real
+                    mask = _to_device(mask, self.device)
+                out = self.model(ids[:, a:b], attention_mask=mask, cache=view, logits_to_keep=1)
+        sampled = self._sample(group, out.logits[:, -1])
+        self._next.index_copy_(0, self._row_index([r.row for r in group]), sampled.tokens[:, None])
+        events = self._collect(sampled)
         elapsed = time.perf_counter() - start
         for req in group:
             req.prefill_ms = elapsed * 1e3
-        self.stats["prefill_tokens"] += sum(len(r.prompt_ids) for r in group)
+        self.stats["prefill_tokens"] += sum(lengths)
         self.stats["prefill_s"] += elapsed
         return events
 
-    def _decode(self, decoding: list[Request]) -> list[TokenEvent]:
-        start = time.perf_counter()
-        # rows 0..width-1: a slice of the cache, updated in place (a CUDA graph always runs every row)
-        width = self.max_batch if self._graph else max(r.row for r in decoding) + 1
-        tokens = torch.full((width, 1), self.pad_token_id, dtype=torch.long)
-        for req in decoding:
-            tokens[req.row, 0] = req.token_ids[-1]
-        if self._graph is not None:
-            logits = self._graph(tokens.to(self.device), [r.row for r in decoding])
-        else:
-            logits = self._forward(tokens.to(self.device), width)
+    def _launch_decode(self, decoding: list[Request]) -> _Sampled:
+        """Queue one decode step for these requests (inputs: their last tokens, on the device)."""
         rows = [r.row for r in decoding]
+        if self._graph is not None:
+            logits = self._graph(rows)
+        else:
+            with self._forms:  # rows 0..width-1: a slice of the cache, updated in place
+                width = max(rows) + 1
+                logits = self._forward(self._next[:width], width)
         if rows != list(range(logits.shape[0])):
-            logits = logits.index_select(0, torch.tensor(rows, device=logits.device))
-        events = self._emit(decoding, logits)
-        self.stats["decode_tokens"] += len(decoding)
-        self.stats["peak_batch"] = max(self.stats["peak_batch"], len(decoding))
-        self.stats["decode_s"] += time.perf_counter() - start
-        return events
+            logits = logits.index_select(0, self._row_index(rows))
+        sampled = self._sample(decoding, logits)
+        self._next.index_copy_(0, self._row_index(rows), sampled.tokens[:, None])
+        for r in decoding:
+            r.in_flight = 1
+        return sampled
+
+    def _row_index(self, rows: list[int]) -> torch.Tensor:
+        key = tuple(rows)
+        if self._row_index_cache[0] != key:
+            self._row_index_cache = (key, _to_device(torch.tensor(rows), self.device))
+        return self._row_index_cache[1]
 
     def _decode_view(self, width: int):  # noqa: ANN202
         idle = [r for r in range(width) if not self.cache.in_use[r]]
@@ -285,21 +356,46 @@ class Engine:
         return self.model(tokens, cache=self._decode_view(width)).logits[:, -1]
 
     def _capture_graph(self):  # noqa: ANN202
-        """The decode step captured as a CUDA graph (see graphs.py); eager, with a warning, off CUDA."""
+        """The decode step captured as a CUDA graph (see graphs.py); eager, with a warning, off CUDA.
+
+        With ``experts="auto"`` both sync-free MoE forms are captured where both run, and the one whose
+        replay is faster on this GPU and batch is kept (``self.graph_ms`` has the timings).
+        """
         if self.device.type != "cuda":
             warnings.warn("cuda_graph=True needs a CUDA device; decoding eagerly", stacklevel=3)
             return None
         from openm1.generate.graphs import GraphedDecode
 
-        try:
-            return GraphedDecode(self.model, self.cache)
-        except Exception as e:  # noqa: BLE001 - a slower engine beats none
+        candidates = [self._experts_decode]
+        if self._experts_auto and self._experts_decode == "grouped":
+            candidates.append("dense")
+        failures, graphs = [], {}
+
+        def capture(experts: str) -> None:
+            try:
+                graphs[experts] = GraphedDecode(self.model, self.cache, InferenceForms(self.model, experts))
+            except Exception as e:  # noqa: BLE001 - a slower engine beats none
+                failures.append(f"{experts} experts: {type(e).__name__}: {e}")
+                self._reset_rows()
+
+        for experts in candidates:
+            capture(experts)
+        if not graphs and "dense" not in candidates:
+            capture("dense")  # the fallback: plain batched matmuls
+        if not graphs:
             warnings.warn(
-                f"CUDA graph capture failed ({type(e).__name__}: {e}); decoding eagerly", stacklevel=3
+                f"CUDA graph capture failed ({'; '.join(failures)}); decoding eagerly", stacklevel=3
             )
-            for row in range(self.cache.num_rows):
-                self.cache.reset_row(row)
             return None
+        if len(graphs) > 1:
+            self.graph_ms = {name: _replay_ms(g, self.cache) for name, g in graphs.items()}
+            self._reset_rows()
+        self.experts_graph = min(graphs, key=lambda name: self.graph_ms.get(name, 0.0))
+        return graphs[self.experts_graph]
+
+    def _reset_rows(self) -> None:
+        for row in range(self.cache.num_rows):
+            self.cache.reset_row(row)
 
     def _compiled_forward(self) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """The decode step under ``torch.compile`` on CUDA; eager elsewhere or if compilation fails."""
@@ -321,7 +417,8 @@ class Engine:
         return forward
 
     # ------------------------------------------------------------------ sampling and stop rules
-    def _emit(self, reqs: list[Request], logits: torch.Tensor) -> list[TokenEvent]:
+    def _sample(self, reqs: list[Request], logits: torch.Tensor) -> _Sampled:
+        """Pick each row's token and its log-prob on the device; start copying them to the host."""
         logits = logits.float()
         if self.logits_hook is not None:
             logits = self.logits_hook(logits, [r.request_id for r in reqs])
@@ -330,28 +427,57 @@ class Engine:
         if all(p.greedy for p in params):
             tokens = logits.argmax(dim=-1)  # no per-row parameters to ship to the device
         else:
-            temperature = torch.tensor([p.temperature for p in params], device=dev, dtype=torch.float32)
-            top_k = torch.tensor([p.top_k for p in params], device=dev, dtype=torch.long)
-            top_p = torch.tensor([p.top_p for p in params], device=dev, dtype=torch.float32)
             draws = [0.0 if r.params.greedy else float(torch.rand((), generator=r.generator)) for r in reqs]
-            tokens = sample(logits, temperature, top_k, top_p, torch.tensor(draws, device=dev))
+            columns = [[p.temperature, p.top_k, p.top_p] for p in params]
+            per_row = torch.tensor(columns, dtype=torch.float64).T.contiguous()
+            per_row = torch.cat((per_row, torch.tensor([draws], dtype=torch.float64)))
+            per_row = _to_device(per_row, dev)
+            tokens = sample(
+                logits,
+                per_row[0].float(),
+                per_row[1].long(),
+                per_row[2].float(),
+                per_row[3],
+                all_greedy=False,
+                filtered=any(p.top_k > 0 or p.top_p < 1 for p in params),
+            )
         logp = torch.log_softmax(logits, dim=-1)
-        chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
+        chosen = logp.gather(-1, tokens[:, None])
         n_top = max(p.logprobs for p in params)
-        top = logp.topk(n_top, dim=-1) if n_top else None
-        # one device-to-host copy for both (float64 holds every token id exactly)
-        tokens_f, chosen_l = torch.stack((tokens.double(), chosen.double())).tolist()
-        tokens_l = [int(t) for t in tokens_f]
-        top_v = top.values.tolist() if top is not None else None
-        top_i = top.indices.tolist() if top is not None else None
+        parts = [tokens[:, None].double(), chosen.double()]
+        if n_top:
+            top = logp.topk(n_top, dim=-1)
+            parts += [top.indices.double(), top.values.double()]
+        # one device-to-host copy for all of it (float64 holds every token id exactly)
+        packed = torch.cat(parts, dim=1)
+        done = None
+        if dev.type == "cuda":
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            host = packed
+        return _Sampled(list(reqs), tokens, host, done, n_top)
+
+    def _collect(self, sampled: _Sampled) -> list[TokenEvent]:
+        """Read a sampled step back and run the stop rules (requests that stopped meanwhile are skipped)."""
+        if sampled.done is not None:
+            sampled.done.synchronize()
+        rows = sampled.host.tolist()
         now = time.perf_counter()
+        n_top = sampled.n_top
         events = []
-        for i, req in enumerate(reqs):
+        for req, row in zip(sampled.reqs, rows, strict=True):
+            req.in_flight = 0
+            if req.finish_reason is not None or self.running.get(req.request_id) is not req:
+                continue  # it stopped (or was aborted) at an earlier step: this token was one too many
             alts = None
             n = req.params.logprobs
             if n:
-                alts = dict(zip(top_i[i][:n], top_v[i][:n], strict=True))
-            events.append(self._accept(req, tokens_l[i], chosen_l[i], alts, now))
+                ids, values = row[2 : 2 + n_top], row[2 + n_top :]
+                alts = {int(t): v for t, v in zip(ids[:n], values[:n], strict=True)}
+            events.append(self._accept(req, int(row[0]), row[1], alts, now))
         return events
 
     def _accept(
@@ -427,6 +553,19 @@ class Engine:
                     pending.discard(ev.request_id)
                     results[ev.request_id] = self._finished.pop(ev.request_id)
         return [results[i] for i in ids]
+
+
+def _replay_ms(graph, cache: GenerationCache, repeats: int = 20) -> float:  # noqa: ANN001
+    """Mean ms of a decode graph's replays (every row restarted each time, so no slot overflows)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for i in range(repeats + 3):
+        if i == 3:
+            start.record()
+        cache.lengths_t.zero_()
+        graph.graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / repeats
 
 
 def _config_eos(config) -> list[int]:  # noqa: ANN001

@@ -113,19 +113,27 @@ def sample(
     top_k: torch.Tensor,
     top_p: torch.Tensor,
     uniforms: torch.Tensor,
+    *,
+    all_greedy: bool | None = None,
+    filtered: bool | None = None,
 ) -> torch.Tensor:
     """One token per row of ``logits [rows, vocab]``; the other arguments are per row ``[rows]``.
 
     ``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1 are off; ``uniforms`` in [0, 1) are the
     rows' random draws. Top-p applies to the distribution left after top-k, as transformers does.
+    ``all_greedy`` (every temperature 0) and ``filtered`` (some top-k or top-p on), when the caller
+    knows them, spare reading the parameters back from the device (a sync on a GPU).
     """
     greedy_tokens = logits.argmax(dim=-1)
     greedy = temperature == 0
-    if bool(greedy.all()):
+    if all_greedy is None:
+        all_greedy = bool(greedy.all())
+    if all_greedy:
         return greedy_tokens
     vocab = logits.shape[-1]
     scaled = logits.float() / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
-    filtered = bool((top_k > 0).any()) or bool((top_p < 1).any())
+    if filtered is None:
+        filtered = bool((top_k > 0).any()) or bool((top_p < 1).any())
     if filtered:
         scaled, order = scaled.sort(dim=-1, descending=True)
         rank = torch.arange(vocab, device=logits.device)[None, :]

@@ -14,6 +14,7 @@ that use them without graph breaks.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -67,14 +68,30 @@ def _single_pass(offsets: list[int], heads: int, value_tiles: int) -> bool:
 
 
 def _segments(offsets: list[int], seg_len: int, device: torch.device):
+    """Segment starts, ends (and lengths) and each sequence's first segment, on the device.
+
+    Cached per (offsets, segment length, device), and copied from pinned memory without blocking, so
+    the lightning layers of one forward (which share their offsets) cost no host round trip."""
+    return _segments_cached(tuple(offsets), seg_len, device)
+
+
+@functools.lru_cache(maxsize=256)
+def _segments_cached(offsets: tuple[int, ...], seg_len: int, device: torch.device):
     starts, ends, seq_begin = [], [], [0]
     for a, b in zip(offsets[:-1], offsets[1:], strict=True):
         for s in range(a, b, seg_len):
             starts.append(s)
             ends.append(min(s + seg_len, b))
         seq_begin.append(len(starts))
-    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int32, device=device)  # noqa: E731
-    return as_tensor(starts or [0]), as_tensor(ends or [0]), as_tensor(seq_begin), len(starts)
+    n_seg = len(starts)
+    starts, ends = starts or [0], ends or [0]
+    lengths = [e - s for s, e in zip(starts, ends, strict=True)]
+    host = torch.tensor(starts + ends + lengths + seq_begin, dtype=torch.int32)
+    if device.type == "cuda":
+        host = host.pin_memory()  # kept alive by the cache while the asynchronous copy runs
+    packed = host.to(device, non_blocking=True)
+    n = len(starts)
+    return packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n], packed[3 * n :], n_seg
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -117,7 +134,7 @@ def scan(
         seg_len = max(b - a for a, b in zip(offsets[:-1], offsets[1:], strict=True))
     else:
         seg_len = _segment_length(total, heads, n_vb, chunk)
-    seg_start, seg_end, seq_begin, n_seg = _segments(offsets, seg_len, q.device)
+    seg_start, seg_end, seg_lengths, seq_begin, n_seg = _segments(offsets, seg_len, q.device)
     if single:
         init = initial_state.float().contiguous() if initial_state is not None else final
         kernels._segment_output[(n_seg * heads * n_vb,)](
@@ -139,7 +156,7 @@ def scan(
     bk_scan, bv_scan = min(dk, 64), min(dv, 64)
     n_tiles = triton.cdiv(dk, bk_scan) * triton.cdiv(dv, bv_scan)
     kernels._segment_scan[(n_seq, heads, n_tiles)](
-        seg_states, seq_begin, seg_end - seg_start, init, final, slopes,
+        seg_states, seq_begin, seg_lengths, init, final, slopes,
         seg_states.stride(0), seg_states.stride(1), final.stride(0), final.stride(1),
         H=heads, DK=dk, DV=dv, BK=bk_scan, BV=bv_scan, REVERSE=reverse,
         HAS_INIT=initial_state is not None, STORE_FINAL=True, num_warps=4,
