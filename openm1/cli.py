@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-VERBS = ("info", "flops", "generate", "serve", "data", "plan", "rl", "experiment")
+VERBS = ("info", "flops", "generate", "serve", "data", "plan", "rl", "eval", "run", "demo", "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,248 @@
+"""The stage runner: pretrain -> SFT -> CISPO RL on a fresh tiny hybrid model, a held-out evaluation
+after each stage, and the report folder.
+
+Layout of ``out/``: ``data/`` (the splits), ``pretrain/``, ``sft/``, ``rl/`` (each with its metrics,
+TensorBoard events, checkpoints and ``final/`` model), ``state.json`` (the stages finished, with their
+results), ``summary.json``, ``report.md``, ``samples.md``, ``plots/*.png``. With ``resume`` a stopped run
+skips the finished stages (loading the last one's model) and the interrupted one continues from its
+latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from openm1.config import atomic_write_text
+from openm1.eval import EvalSettings, evaluate
+from openm1.generate import ByteTokenizer
+from openm1.generate.loading import resolve_device
+from openm1.model import MiniMaxM1ForCausalLM
+from openm1.pipeline.config import PipelineConfig
+from openm1.pipeline.data import StageData, stage_data, write_data_files
+from openm1.pipeline.tasks import build_splits
+from openm1.train import Trainer
+
+STATE = "state.json"
+
+
+def held_out_eval(model: torch.nn.Module, tok: Any, data: StageData, cfg: PipelineConfig) -> dict[str, Any]:
+    """Sampled pass@1 (the accuracy the report leads with) and greedy accuracy on the held-out rows."""
+    e, seed = cfg.eval, cfg.pipeline.seed
+    sampled = evaluate(
+        model,
+        tok,
+        data.eval_rows,
+        EvalSettings(
+            n=e.samples,
+            k=(1,),
+            temperature=e.temperature,
+            top_p=e.top_p,
+            max_new_tokens=e.max_new_tokens,
+            seed=seed,
+        ),
+    )
+    out: dict[str, Any] = {
+        "accuracy": sampled.scores["pass@1"],
+        "by_family": _by_family(sampled.rows, [r.reference["family"] for r in data.eval_rows]),
+        "mean_length": sampled.scores["mean_length"],
+        "eval_seconds": sampled.seconds,
+        "samples": [
+            {"prompt": r["prompt"], "answer": r["samples"][0]["text"], "correct": r["samples"][0]["correct"]}
+            for r in sampled.rows[: e.show]
+        ],
+    }
+    if e.greedy:
+        greedy = evaluate(
+            model, tok, data.eval_rows, EvalSettings(max_new_tokens=e.max_new_tokens, seed=seed)
+        )
+        out["greedy_accuracy"] = greedy.scores["pass@1"]
+        out["eval_seconds"] += greedy.seconds
+    return out
+
+
+def _by_family(rows: list[dict[str, Any]], families: list[str]) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for r, fam in zip(rows, families, strict=True):
+        groups.setdefault(fam, []).append(r["pass@1"])
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+class PipelineRunner:
+    """``PipelineRunner(config, out_dir).run(resume=False)`` -> the summary dict."""
+
+    def __init__(self, config: PipelineConfig, out_dir: str | os.PathLike) -> None:
+        self.config = config.validate()
+        self.out = Path(out_dir)
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        path = self.out / STATE
+        return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        atomic_write_text(self.out / STATE, json.dumps(state, indent=1) + "\n")
+
+    # ------------------------------------------------------------------ run
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        cfg = self.config
+        p = cfg.pipeline
+        if p.threads:
+            torch.set_num_threads(p.threads)
+        device = resolve_device(p.device)
+        if resume and not (self.out / STATE).is_file():
+            print(f"nothing to resume in {self.out}: starting a fresh run")
+        if not resume and (self.out / STATE).is_file():
+            raise ValueError(
+                f"{self.out} already holds a run: pass --resume to continue it, or choose another --out"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = self._state()
+        t_total = time.perf_counter()
+
+        model_cfg = cfg.model_config()
+        tok = ByteTokenizer(model_cfg.vocab_size)
+        t = cfg.task
+        splits = build_splits(
+            t.families,
+            t.difficulty,
+            n_eval=t.eval_size,
+            n_rl=t.rl_size,
+            n_sft=t.sft_size,
+            n_pretrain=t.pretrain_size,
+            seed=p.seed,
+        )
+        write_data_files(splits, self.out / "data")
+        data = stage_data(splits, tok)
+        self._check_sizes(data)
+
+        torch.manual_seed(p.seed)
+        with torch.device(device):
+            model = MiniMaxM1ForCausalLM(model_cfg)
+        stages = state["stages"]
+        last_done = None
+        for stage in ("pretrain", "sft", "rl"):
+            if stage in stages:
+                last_done = stage
+                continue
+            if last_done is not None:
+                _load_into(model, self.out / last_done / "final")
+                last_done = None
+            if not self._enabled(stage):
+                continue
+            print(f"== {stage}")
+            t0 = time.perf_counter()
+            result = self._run_stage(stage, model, tok, data, resume)
+            result["time_s"] = time.perf_counter() - t0
+            print(f"== {stage}: held-out evaluation")
+            result |= held_out_eval(model, tok, data, cfg)
+            print(
+                f"== {stage}: accuracy {100 * result['accuracy']:.1f}% "
+                f"(greedy {100 * result.get('greedy_accuracy', float('nan')):.1f}%), {result['time_s']:.0f}s"
+            )
+            stages[stage] = result
+            self._save_state(state)
+        if last_done is not None:
+            _load_into(model, self.out / last_done / "final")
+
+        from openm1.pipeline.report import write_report
+
+        summary = {
+            "task": asdict(cfg.task),
+            "model": {
+                "preset": p.preset,
+                "overrides": p.model,
+                "parameters": model.num_parameters(),
+                "active_parameters": model.num_parameters(active=True),
+                "layers": model_cfg.layer_types,
+            },
+            "data": splits.sizes(),
+            "device": str(device),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+            + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "stages": [
+                {"stage": k, **{kk: vv for kk, vv in v.items() if kk != "samples"}} for k, v in stages.items()
+            ],
+            "wall_s": time.perf_counter() - t_total + state.get("previous_wall_s", 0.0),
+        }
+        if "sft" in stages and "rl" in stages:
+            summary["rl_gain_points"] = 100 * (stages["rl"]["accuracy"] - stages["sft"]["accuracy"])
+        state["previous_wall_s"] = summary["wall_s"]
+        self._save_state(state)
+        write_report(self.out, summary, stages)
+        return summary
+
+    def _enabled(self, stage: str) -> bool:
+        cfg = getattr(self.config, stage)
+        return cfg is not None and cfg.steps > 0
+
+    def _check_sizes(self, data: StageData) -> None:
+        for stage, examples in (("pretrain", data.pretrain), ("sft", data.sft)):
+            cfg = getattr(self.config, stage)
+            if cfg.steps == 0:
+                continue
+            total = sum(len(e.tokens) for e in examples)
+            per_step = cfg.grad_accum * cfg.context_stages.max_len
+            if per_step > total:
+                raise ValueError(
+                    f"[{stage}] one step wants {per_step} tokens (grad_accum x seq_len) but the whole "
+                    f"{stage} data has {total}: lower seq_len or grad_accum, or raise [task] {stage}_size"
+                )
+
+    def _run_stage(
+        self, stage: str, model: torch.nn.Module, tok: Any, data: StageData, resume: bool
+    ) -> dict[str, Any]:
+        folder = self.out / stage
+        if stage in ("pretrain", "sft"):
+            cfg = getattr(self.config, stage)
+            cfg.seed = self.config.pipeline.seed
+            examples = data.pretrain if stage == "pretrain" else data.sft
+            trainer = Trainer(model, examples, cfg, folder, name=stage)
+            history = trainer.train(resume=resume)
+            tokens = sum(h["tokens"] for h in history)
+            train_s = trainer.elapsed_s
+            return {
+                "steps": cfg.steps,
+                "final_loss": history[-1]["loss"] if history else None,
+                "tokens": tokens,
+                "tokens_per_s": tokens / train_s if train_s > 0 else 0.0,
+            }
+        from openm1.rl import RLTrainer
+
+        rl_cfg = self.config.rl
+        rl_cfg.seed = self.config.pipeline.seed
+        trainer = RLTrainer(model, tok, data.rl, rl_cfg, folder)
+        t0 = time.perf_counter()
+        history = trainer.train()
+        seconds = time.perf_counter() - t0
+        model.save_pretrained(folder / "final")
+        tokens = sum(
+            h.get("response_length/mean", 0.0) * rl_cfg.prompts_per_step * rl_cfg.group_size for h in history
+        )
+        return {
+            "steps": rl_cfg.steps,
+            "algo": rl_cfg.algo,
+            "train_reward_first": history[0].get("reward/mean") if history else None,
+            "train_reward_last": history[-1].get("reward/mean") if history else None,
+            "generated_tokens": int(tokens),
+            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        }
+
+
+def _load_into(model: torch.nn.Module, folder: Path) -> None:
+    from openm1.model.checkpoint import from_pretrained
+
+    loaded = from_pretrained(folder, device="cpu", dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+
+
+def run_pipeline(config: PipelineConfig, out_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
+    return PipelineRunner(config, out_dir).run(resume=resume)

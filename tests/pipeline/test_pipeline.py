@@ -1,0 +1,50 @@
+"""The shortened pipeline (a few steps per stage), as CI runs it, and its resume."""
+
+import json
+
+import pytest
+
+from openm1.cli import main
+
+
+def test_quick_demo_writes_the_report_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == ["pretrain", "sft", "rl"]
+    for s in summary["stages"]:
+        assert 0.0 <= s["accuracy"] <= 1.0 and s["time_s"] > 0 and s["tokens_per_s"] > 0
+        assert "greedy_accuracy" in s and set(s["by_family"]) == {"arithmetic", "counting"}
+    assert "rl_gain_points" in summary
+    for name in ("report.md", "samples.md", "plots/loss.png", "plots/rl.png", "plots/accuracy.png"):
+        assert (out / name).is_file(), name
+    assert (out / "data" / "eval.jsonl").is_file() and (out / "rl" / "final" / "config.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "| rl |" in report and "![rl](plots/rl.png)" in report
+
+    # a second run into the same folder must be asked to resume
+    assert main(["demo", "--out", str(out), "--quick"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+    # RL was stopped before its result was recorded: resume continues from the RL checkpoint
+    state = json.loads((out / "state.json").read_text())
+    del state["stages"]["rl"]
+    (out / "state.json").write_text(json.dumps(state))
+    rl_lines = (out / "rl" / "metrics.jsonl").read_text()
+    assert main(["demo", "--out", str(out), "--quick", "--resume"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert [s["stage"] for s in again["stages"]] == ["pretrain", "sft", "rl"]
+    assert (out / "rl" / "metrics.jsonl").read_text() == rl_lines  # no RL step was run twice
+    pre = summary["stages"][0]
+    assert again["stages"][0] == pre  # finished stages are not rerun
+
+
+@pytest.mark.parametrize("verb", ["run", "eval"])
+def test_missing_files_give_a_clear_error(tmp_path, capsys, verb):
+    args = (
+        [verb, str(tmp_path / "nope.toml"), "--out", str(tmp_path / "o")]
+        if verb == "run"
+        else [verb, "tiny", "--bench", str(tmp_path / "nope.jsonl")]
+    )
+    assert main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
