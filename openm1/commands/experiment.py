@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from openm1.commands.rl import add_threads_argument, apply_threads
+
 EXPERIMENTS = ("cispo-vs-dapo",)
 
 
@@ -35,12 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=int, help="override [rl] steps")
     p.add_argument("--smooth", type=int, default=5, help="moving-average window of the curves (default 5)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="CPU threads for torch (default: torch's choice). Tiny models on a busy machine run far "
-        "faster with 1: their small operations lose more to waiting for threads than they gain",
-    )
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -53,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from openm1.rl.config import load_config_file
     from openm1.rl.experiment import parse_arms, run_experiment
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     data = load_config_file(args.config)
     unknown = sorted(set(data) - {"model", "tasks", "rl"})
     if unknown:

@@ -89,8 +89,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openm1.generate.engine import Engine
-    from openm1.generate.loading import load_model
+    from openm1.generate.loading import engine_from_args, load_model
 
     base = dict(
         max_new_tokens=args.max_new_tokens,
@@ -123,15 +122,7 @@ def run(args: argparse.Namespace) -> int:
         f"{next(model.parameters()).device})",
         file=sys.stderr,
     )
-    engine = Engine(
-        model,
-        tok,
-        max_batch=args.max_batch,
-        max_len=args.max_len,
-        prefill_chunk=args.prefill_chunk,
-        compile=args.compile,
-        cuda_graph=args.cuda_graph,
-    )
+    engine = engine_from_args(model, tok, args)
     prompts = [
         tok.chat_prompt(it["messages"]) if "messages" in it else tok.encode(it["prompt"]) for it in items
     ]

@@ -31,13 +31,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/rl-<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--steps", type=int, help="override [rl] steps")
+    add_threads_argument(p)
+    p.set_defaults(func=run)
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
         type=int,
         help="CPU threads for torch (default: torch's choice). Tiny models on a busy machine run far "
         "faster with 1: their small operations lose more to waiting for threads than they gain",
     )
-    p.set_defaults(func=run)
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config}: [model] needs path = a checkpoint folder or a preset name")
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     model, tok, name = load_model(
         str(model_cfg["path"]), model_cfg.get("device"), model_cfg.get("dtype"), int(model_cfg.get("seed", 0))
     )

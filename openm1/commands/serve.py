@@ -38,20 +38,11 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise ValueError("openm1 serve needs FastAPI and uvicorn: pip install 'openm1[serve]'") from None
-    from openm1.generate.engine import Engine
-    from openm1.generate.loading import load_model
+    from openm1.generate.loading import engine_from_args, load_model
     from openm1.generate.server import create_app
 
     model, tok, name = load_model(args.model, args.device, args.dtype)
-    engine = Engine(
-        model,
-        tok,
-        max_batch=args.max_batch,
-        max_len=args.max_len,
-        prefill_chunk=args.prefill_chunk,
-        compile=args.compile,
-        cuda_graph=args.cuda_graph,
-    )
+    engine = engine_from_args(model, tok, args)
     served = args.served_model_name or name
     app = create_app(engine, tok, served)
     print(f"serving {served!r} on http://{args.host}:{args.port} (chat page at /)", file=sys.stderr)

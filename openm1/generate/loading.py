@@ -54,3 +54,18 @@ def load_model(
         f"MODEL {model!r} is neither a checkpoint folder nor a preset; give a folder with config.json and "
         f"safetensors, or one of the presets {sorted(PRESETS)}"
     )
+
+
+def engine_from_args(model, tokenizer, args):  # noqa: ANN001, ANN201 - argparse namespace in, Engine out
+    """The engine ``openm1 generate`` and ``openm1 serve`` build from their shared options."""
+    from openm1.generate.engine import Engine
+
+    return Engine(
+        model,
+        tokenizer,
+        max_batch=args.max_batch,
+        max_len=args.max_len,
+        prefill_chunk=args.prefill_chunk,
+        compile=args.compile,
+        cuda_graph=args.cuda_graph,
+    )
