@@ -4,6 +4,9 @@ The config file (TOML, or YAML with pyyaml) has three tables: ``[model]`` (``pat
 folder or a preset name; ``device``; ``seed`` of a preset's random weights), ``[tasks]`` (puzzle
 ``families`` and ``difficulty``, or a JSONL prompt ``file`` scored by ``reward``; ``eval_size``
 held-out tasks) and ``[rl]`` (the fields of :class:`openm1.rl.RLConfig`). See configs/rl-*.toml.
+
+``torchrun --nproc-per-node N -m openm1 rl --config FILE`` runs it on N processes (openm1 models;
+``[model] device`` is then each rank's own GPU, or the CPU): see docs/scale.md.
 """
 
 from __future__ import annotations
@@ -78,18 +81,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config}: [model] needs path = a checkpoint folder or a preset name")
     import torch
 
+    from openm1.distributed.env import barrier, is_main_process, maybe_init_distributed
+
     apply_threads(args)
+    env = maybe_init_distributed()  # under torchrun: every rank loads the same weights on its device
+    device = model_cfg.get("device") if env is None else str(env.device)
     model, tok, name = load_model(
-        str(model_cfg["path"]), model_cfg.get("device"), model_cfg.get("dtype"), int(model_cfg.get("seed", 0))
+        str(model_cfg["path"]), device, model_cfg.get("dtype"), int(model_cfg.get("seed", 0))
     )
     torch.manual_seed(config.seed)
     n_train = len(tasks) if isinstance(tasks, list) else "generated"
-    print(
-        f"openm1 rl: {name} ({model.num_parameters() / 1e6:.2f}M parameters), algo {config.algo}, "
-        f"{config.steps} steps of {config.prompts_per_step}x{config.group_size} rollouts; tasks: {n_train}, "
-        f"held out: {len(eval_tasks)}; writing to {out}",
-        file=sys.stderr,
-    )
+    ranks = "" if env is None else f" on {env.world_size} processes"
+    if is_main_process():
+        print(
+            f"openm1 rl: {name} ({model.num_parameters() / 1e6:.2f}M parameters), algo {config.algo}, "
+            f"{config.steps} steps of {config.prompts_per_step}x{config.group_size} rollouts{ranks}; "
+            f"tasks: {n_train}, held out: {len(eval_tasks)}; writing to {out}",
+            file=sys.stderr,
+        )
+    barrier()  # every rank has checked --out before rank 0 writes into it
     trainer = RLTrainer(model, tok, tasks, config, out, eval_tasks=eval_tasks)
     history = trainer.train()
     last = history[-1] if history else {}
@@ -100,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(trainer.checkpoint_dir),
         "metrics": str(out / "metrics.jsonl"),
     }
-    print(json.dumps(summary))
+    if is_main_process():
+        print(json.dumps(summary))
     return 0
 
 

@@ -28,6 +28,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -112,6 +113,78 @@ def save_distributed(
             shutil.rmtree(tmp, ignore_errors=True)
         raise DistCheckpointError(f"saving {folder} failed, nothing was written: {errors[0]}")
     return folder
+
+
+class _FullModel:
+    """What :func:`openm1.model.checkpoint.save_pretrained` reads of a model: its config and state."""
+
+    def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor]) -> None:
+        self.config, self._state = config, state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
+def save_full_pretrained(model: nn.Module, folder: str | os.PathLike) -> Path:
+    """The ordinary single-folder (transformers) checkpoint of a model sharded over ranks: the full
+    weights are gathered to rank 0 (on the host, one tensor at a time), which writes them; the other
+    ranks wait, so the folder exists everywhere when this returns. Call on all ranks. A model that is
+    not sharded is written by rank 0 as it is."""
+    from openm1.distributed.fsdp import is_parallelized
+    from openm1.model.checkpoint import save_pretrained
+
+    folder = Path(folder)
+    if is_parallelized(model):
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(model, options=opts)  # rank 0 holds it, the others get {}
+        if _rank() == 0:
+            save_pretrained(_FullModel(model.config, state), folder)
+    elif _rank() == 0:
+        save_pretrained(model, folder)
+    if _distributed():
+        dist.barrier()
+    return folder
+
+
+def load_full_pretrained(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Load a single-folder checkpoint into ``model``, sharded or not (each rank reads the folder and
+    keeps its shards): how a model saved by one process continues on several."""
+    from openm1.distributed.fsdp import is_parallelized
+    from openm1.model.checkpoint import from_pretrained
+
+    loaded = from_pretrained(folder, device="cpu", dtype=torch.float32).state_dict()
+    if is_parallelized(model):
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, loaded, options=opts)
+        return
+    with torch.no_grad():
+        own = model.state_dict()
+        for name, tensor in loaded.items():
+            own[name].copy_(tensor)
+
+
+def load_full_optimizer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, group_names: list[list[str]]
+) -> None:
+    """Load a one-process optimizer ``state_dict()`` (parameters by position) into the optimizer of
+    the sharded ``model``; ``group_names`` names each group's parameters in the saved order."""
+    by_index: dict[int, str] = {}
+    groups = []
+    for saved, names in zip(state["param_groups"], group_names, strict=True):
+        if len(saved["params"]) != len(names):
+            raise DistCheckpointError(
+                f"the optimizer state has {len(saved['params'])} parameters in a group where the model "
+                f"has {len(names)}: not a checkpoint of this model"
+            )
+        by_index |= dict(zip(saved["params"], names, strict=True))
+        groups.append({**saved, "params": list(names)})
+    full = {"state": {by_index[i]: st for i, st in state["state"].items()}, "param_groups": groups}
+    set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
+
+
+def is_distributed_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a checkpoint written by :func:`save_distributed`."""
+    return (Path(folder) / META_NAME).is_file()
 
 
 def _replace_folder(tmp: Path, folder: Path) -> None:

@@ -85,6 +85,40 @@ def init_distributed(backend: str | None = None, timeout_s: float | None = None)
     return DistEnv(rank, world, local_rank, backend, device, timeout_s)
 
 
+def maybe_init_distributed() -> DistEnv | None:
+    """This rank's place when running under torchrun (joining the process group if nobody has yet),
+    None in a plain single process: the trainers call this so one code path serves both."""
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() == 1:
+            return None
+        return current_env()
+    if _int_env("WORLD_SIZE", 1) > 1:
+        return init_distributed()
+    return None
+
+
+def current_env() -> DistEnv:
+    """The :class:`DistEnv` of an already initialised process group."""
+    if not dist.is_initialized():
+        raise MeshError("no process group: call openm1.distributed.init_distributed() first")
+    backend = dist.get_backend()
+    local_rank = _int_env("LOCAL_RANK", dist.get_rank())
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    timeout_s = float(os.environ.get("OPENM1_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, backend, device, timeout_s)
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a plain process: the one that writes metrics, plots, reports and progress bars."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in one process): after rank 0 writes files the others read."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def _free_port() -> int:
     import socket
 

@@ -79,6 +79,13 @@ def parallelize(
     return model
 
 
+def is_parallelized(model: nn.Module) -> bool:
+    """Whether :func:`parallelize` (or any ``fully_shard``) was already applied to ``model``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def materialize(model: nn.Module, device: torch.device | str) -> nn.Module:
     """Allocate a model built on the meta device and parallelized (each rank holds only its shards),
     and recompute its derived buffers. Then fill the weights: :func:`load_distributed` (resume) or

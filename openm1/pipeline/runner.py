@@ -6,10 +6,16 @@ TensorBoard events, checkpoints and ``final/`` model), ``state.json`` (the stage
 results), ``summary.json``, ``report.md``, ``samples.md``, ``plots/*.png``. With ``resume`` a stopped run
 skips the finished stages (loading the last one's model) and the interrupted one continues from its
 latest checkpoint.
+
+Under ``torchrun -m openm1 run`` every stage trains a sharded copy of the model (see the trainers),
+whose ``final/`` folder (written whole by rank 0) every rank then loads into its plain model; the
+held-out evaluation runs on rank 0 (the others wait for it, up to ``OPENM1_DIST_TIMEOUT`` seconds) and
+its result is sent to every rank; only rank 0 writes the data files, ``state.json`` and the report.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -21,6 +27,7 @@ from typing import Any
 import torch
 
 from openm1.config import atomic_write_text
+from openm1.distributed.env import DistEnv, barrier, maybe_init_distributed
 from openm1.eval import EvalSettings, evaluate
 from openm1.generate import ByteTokenizer
 from openm1.generate.loading import resolve_device
@@ -81,6 +88,16 @@ class PipelineRunner:
     def __init__(self, config: PipelineConfig, out_dir: str | os.PathLike) -> None:
         self.config = config.validate()
         self.out = Path(out_dir)
+        self.dist: DistEnv | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files and prints (rank 0 under torchrun, or alone)."""
+        return self.dist is None or self.dist.is_main
+
+    def _say(self, text: str) -> None:
+        if self.is_main:
+            print(text)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
@@ -96,13 +113,15 @@ class PipelineRunner:
         p = cfg.pipeline
         if p.threads:
             torch.set_num_threads(p.threads)
-        device = resolve_device(p.device)
+        self.dist = maybe_init_distributed()
+        device = resolve_device(p.device) if self.dist is None else self.dist.device
         if resume and not (self.out / STATE).is_file():
-            print(f"nothing to resume in {self.out}: starting a fresh run")
+            self._say(f"nothing to resume in {self.out}: starting a fresh run")
         if not resume and (self.out / STATE).is_file():
             raise ValueError(
                 f"{self.out} already holds a run: pass --resume to continue it, or choose another --out"
             )
+        barrier()  # every rank has looked before rank 0 writes anything
         self.out.mkdir(parents=True, exist_ok=True)
         state = self._state()
         t_total = time.perf_counter()
@@ -119,7 +138,8 @@ class PipelineRunner:
             n_pretrain=t.pretrain_size,
             seed=p.seed,
         )
-        write_data_files(splits, self.out / "data")
+        if self.is_main:
+            write_data_files(splits, self.out / "data")
         data = stage_data(splits, tok)
         self._check_sizes(data)
 
@@ -137,18 +157,19 @@ class PipelineRunner:
                 last_done = None
             if not self._enabled(stage):
                 continue
-            print(f"== {stage}")
+            self._say(f"== {stage}")
             t0 = time.perf_counter()
             result = self._run_stage(stage, model, tok, data, resume)
             result["time_s"] = time.perf_counter() - t0
-            print(f"== {stage}: held-out evaluation")
-            result |= held_out_eval(model, tok, data, cfg)
-            print(
+            self._say(f"== {stage}: held-out evaluation")
+            result |= self._held_out_eval(model, tok, data)
+            self._say(
                 f"== {stage}: accuracy {100 * result['accuracy']:.1f}% "
                 f"(greedy {100 * result.get('greedy_accuracy', float('nan')):.1f}%), {result['time_s']:.0f}s"
             )
             stages[stage] = result
-            self._save_state(state)
+            if self.is_main:
+                self._save_state(state)
         if last_done is not None:
             _load_into(model, self.out / last_done / "final")
 
@@ -176,9 +197,19 @@ class PipelineRunner:
         if "sft" in stages and "rl" in stages:
             summary["rl_gain_points"] = 100 * (stages["rl"]["accuracy"] - stages["sft"]["accuracy"])
         state["previous_wall_s"] = summary["wall_s"]
-        self._save_state(state)
-        write_report(self.out, summary, stages)
+        if self.is_main:
+            self._save_state(state)
+            write_report(self.out, summary, stages)
+        barrier()
         return summary
+
+    def _held_out_eval(self, model: torch.nn.Module, tok: Any, data: StageData) -> dict[str, Any]:
+        """:func:`held_out_eval`; under torchrun on rank 0 (its plain model), sent to every rank."""
+        if self.dist is None:
+            return held_out_eval(model, tok, data, self.config)
+        result = [held_out_eval(model, tok, data, self.config) if self.is_main else None]
+        torch.distributed.broadcast_object_list(result, src=0)
+        return result[0]
 
     def _enabled(self, stage: str) -> bool:
         cfg = getattr(self.config, stage)
@@ -201,12 +232,16 @@ class PipelineRunner:
         self, stage: str, model: torch.nn.Module, tok: Any, data: StageData, resume: bool
     ) -> dict[str, Any]:
         folder = self.out / stage
+        # under torchrun the trainer shards a copy; its final/ then comes back into the plain model
+        trained = model if self.dist is None else copy.deepcopy(model)
         if stage in ("pretrain", "sft"):
             cfg = getattr(self.config, stage)
             cfg.seed = self.config.pipeline.seed
             examples = data.pretrain if stage == "pretrain" else data.sft
-            trainer = Trainer(model, examples, cfg, folder, name=stage)
+            trainer = Trainer(trained, examples, cfg, folder, name=stage)
             history = trainer.train(resume=resume)
+            if self.dist is not None:
+                _load_into(model, folder / "final")
             tokens = sum(h["tokens"] for h in history)
             train_s = trainer.elapsed_s
             return {
@@ -219,11 +254,17 @@ class PipelineRunner:
 
         rl_cfg = self.config.rl
         rl_cfg.seed = self.config.pipeline.seed
-        trainer = RLTrainer(model, tok, data.rl, rl_cfg, folder)
+        trainer = RLTrainer(trained, tok, data.rl, rl_cfg, folder)
         t0 = time.perf_counter()
         history = trainer.train()
         seconds = time.perf_counter() - t0
-        model.save_pretrained(folder / "final")
+        if self.dist is None:
+            model.save_pretrained(folder / "final")
+        else:
+            from openm1.distributed.checkpoint import save_full_pretrained
+
+            save_full_pretrained(trained, folder / "final")
+            _load_into(model, folder / "final")
         tokens = sum(
             h.get("response_length/mean", 0.0) * rl_cfg.prompts_per_step * rl_cfg.group_size for h in history
         )

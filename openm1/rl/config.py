@@ -104,7 +104,11 @@ class RLConfig:
     """Minibatches of whole groups (a prompt and its G responses) when there are at least as many
     groups as minibatches; random rows otherwise."""
     micro_batch: int = 0
-    """Rows per forward/backward inside a minibatch (gradient accumulation; 0: the whole minibatch)."""
+    """Rows per forward/backward inside a minibatch (gradient accumulation; 0: the whole minibatch).
+    Under torchrun each process takes its share of every minibatch, then cuts it by this."""
+    ep: int = 1
+    """Under torchrun: experts split over this many processes (expert parallelism; it must divide the
+    processes and the experts). The policy is FSDP2-sharded over all processes either way."""
 
     # --- evaluation, logging, checkpoints
     eval_every: int = 0
@@ -240,6 +244,7 @@ class RLConfig:
         pos_int("minibatches")
         pos_int("epochs")
         pos_int("micro_batch", 0)
+        pos_int("ep")
         pos_int("eval_every", 0)
         if self.eval_max_new_tokens is not None:
             pos_int("eval_max_new_tokens")

@@ -181,12 +181,15 @@ def rollout(
     chat: bool = True,
     engine: Any = None,
     max_batch: int | None = None,
+    first_sample: int = 0,
 ) -> Rollout:
     """``group_size`` samples for each prompt (text or ids), the samples of one prompt consecutive.
 
     openm1 models decode through ``engine`` (or a fresh :class:`Engine` holding every sample at once,
     or ``max_batch`` rows); other models through transformers' ``generate``. Sample ``i`` draws from a
-    generator seeded by ``(seed, i)``, so a rollout is reproducible whatever else is batched with it.
+    generator seeded by ``(seed, i)``, so a rollout is reproducible whatever else is batched with it;
+    ``first_sample`` is the index of the first (a process's share of a batch spread over processes
+    draws what one process would for the same samples). openm1 models only.
     """
     if not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
@@ -198,8 +201,10 @@ def rollout(
     sample_ids = [ids[k] for k in range(len(ids)) for _ in range(group_size)]
     index = [k for k in range(len(ids)) for _ in range(group_size)]
     if is_openm1_model(model) or engine is not None:
-        gen = _engine_generate(model, tokenizer, sample_ids, params, seed, engine, max_batch)
+        gen = _engine_generate(model, tokenizer, sample_ids, params, seed, engine, max_batch, first_sample)
     else:
+        if first_sample:
+            raise ValueError("first_sample is supported for openm1 models (the Engine) only")
         gen = _hf_generate(model, tokenizer, sample_ids, params, seed, max_batch)
     responses, logps, reasons, outs = gen
     return Rollout(
@@ -225,12 +230,12 @@ def make_engine(
     return Engine(model, tokenizer, max_batch=max_batch, max_len=max_len, cuda_graph=cuda_graph)
 
 
-def _engine_generate(model, tokenizer, sample_ids, params, seed, engine, max_batch):  # noqa: ANN001, ANN202
+def _engine_generate(model, tokenizer, sample_ids, params, seed, engine, max_batch, first=0):  # noqa: ANN001, ANN202
     longest = max(len(p) for p in sample_ids) + params.max_new_tokens
     if engine is None or engine.max_len < longest:
         engine = make_engine(model, tokenizer, max_batch or len(sample_ids), longest)
     was_training = model.training
-    per_sample = [_with_seed(params, seed, i) for i in range(len(sample_ids))]
+    per_sample = [_with_seed(params, seed, first + i) for i in range(len(sample_ids))]
     try:
         results = engine.generate(sample_ids, per_sample)
     finally:

@@ -10,6 +10,17 @@ A non-finite loss or gradient skips that update without touching weights or opti
 reported. Metrics go to ``metrics.jsonl`` and TensorBoard, plots to ``plots/`` at the end; checkpoints
 (``checkpoint/``: weights, optimiser, RNG, step, length stage) are written atomically and a new
 trainer on the same ``out_dir`` resumes from them.
+
+Under torchrun (``torch.distributed`` initialised, or ``WORLD_SIZE > 1``; openm1 models only) the
+policy is FSDP2-sharded (experts split over ``ep`` processes) and every rank keeps an unsharded copy
+for its rollout engine, refreshed after each step's updates. Each rank generates and scores its
+contiguous share of the prompts (sample ``i`` of the batch draws from the same seed as in one process),
+then the scored rollouts (token ids and numbers) are gathered, so every rank holds the step's whole
+batch: advantages, dynamic sampling and the minibatch order are those of one process. Each minibatch
+is split over the ranks; the loss keeps the whole minibatch's normaliser (CISPO's global token count)
+and is multiplied by the world size, since FSDP averages gradients. The update therefore equals one
+process's on the same rollouts. Metrics, progress, plots and the held-out evaluation come from rank 0;
+checkpoints are distributed (DCP) and resume on any number of processes.
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
+from openm1.distributed.env import DistEnv, maybe_init_distributed
 from openm1.generate.sampling import SamplingParams
 from openm1.metrics import MetricsWriter, plot_metrics
 from openm1.rl.advantages import dynamic_sampling, group_advantages, overlong_penalty
@@ -80,8 +93,15 @@ class RLTrainer:
         self.model, self.tokenizer, self.tasks, self.config = model, tokenizer, tasks, config
         self.out_dir = Path(out_dir)
         self.eval_tasks = list(eval_tasks) if eval_tasks else []
-        self.device = next(model.parameters()).device
         self.openm1 = is_openm1_model(model)
+        self.dist: DistEnv | None = maybe_init_distributed()
+        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if config.kl_coef > 0 else None
+        self.rollout_model = model
+        if self.dist is not None:
+            self.rollout_model = _shard_policy(model, self.dist, config)
+            if self.ref_model is not None:
+                self.ref_model.to(self.dist.device)
+        self.device = next(model.parameters()).device
         self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -92,7 +112,6 @@ class RLTrainer:
             weight_decay=config.weight_decay,
         )
         self.length = config.length_schedule()
-        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if config.kl_coef > 0 else None
         self.step = 0
         self.updates = 0
         self.history: list[dict[str, Any]] = []
@@ -103,25 +122,35 @@ class RLTrainer:
         """Run (or finish) the configured steps; returns every step's metrics, resumed ones included."""
         resumed = self.load_checkpoint()
         cfg = self.config
-        writer = MetricsWriter(
-            self.out_dir, tensorboard=cfg.tensorboard, resume_step=self.step if resumed else None
-        )
+        main = self.is_main
+        writer = None
+        if main:
+            resume_step = self.step if resumed else None
+            writer = MetricsWriter(self.out_dir, tensorboard=cfg.tensorboard, resume_step=resume_step)
         try:
-            with _progress(cfg.progress, cfg.steps, self.step) as advance:
+            with _progress(cfg.progress and main, cfg.steps, self.step) as advance:
                 while self.step < cfg.steps:
                     metrics = self.train_step()
                     last = self.step == cfg.steps
-                    if self.eval_tasks and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
+                    due = (cfg.eval_every and self.step % cfg.eval_every == 0) or last
+                    if self.eval_tasks and due and main:  # rank 0 evaluates, on its unsharded copy
                         metrics |= {f"eval/{k}": v for k, v in self.evaluate().items()}
-                    self.history.append(writer.log(self.step, metrics))
+                    record = writer.log(self.step, metrics) if writer else {"step": self.step, **metrics}
+                    self.history.append(record)
                     if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last:
                         self.save_checkpoint()
                     advance(_summary(metrics))
         finally:
-            writer.close()
-        if cfg.plots and self.history:
+            if writer is not None:
+                writer.close()
+        if cfg.plots and self.history and main:
             plot_metrics(self.history, PLOTTED, self.out_dir / "plots" / "rl.png", smooth=5, title="RL")
         return self.history
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes metrics, plots and evaluates (rank 0, or alone)."""
+        return self.dist is None or self.dist.is_main
 
     def train_step(self) -> dict[str, Any]:
         """One rollout batch and its updates; returns the step's metrics (and advances ``step``)."""
@@ -129,12 +158,7 @@ class RLTrainer:
         t0 = time.perf_counter()
         tasks = self.tasks_for(self.step)
         max_new = self.length.current
-        ro = self._rollout(
-            [t.prompt for t in tasks], cfg.group_size, self._sampling(max_new), self._seed("rollout")
-        )
-        t_rollout = time.perf_counter() - t0
-        score_rollout(ro, tasks, timeout_s=cfg.reward_timeout_s)
-        t_reward = time.perf_counter() - t0 - t_rollout
+        ro, t_rollout, t_reward = self._generate_and_score(tasks, max_new)
 
         rewards = ro.rewards
         lengths = ro.lengths
@@ -201,6 +225,25 @@ class RLTrainer:
             "truncation_rate": float(ro.truncated.float().mean()),
         }
 
+    def _generate_and_score(self, tasks: list[Task], max_new: int) -> tuple[Rollout, float, float]:
+        """The step's scored rollouts and the seconds spent sampling and scoring. Under torchrun each
+        rank samples and scores its share of the prompts and every rank receives the whole batch."""
+        cfg, t0 = self.config, time.perf_counter()
+        lo, hi = _share(len(tasks), self.dist)
+        mine = tasks[lo:hi]
+        ro = None
+        if mine:
+            prompts, params = [t.prompt for t in mine], self._sampling(max_new)
+            seed, first = self._seed("rollout"), lo * cfg.group_size
+            ro = self._rollout(prompts, cfg.group_size, params, seed, first_sample=first)
+        t_rollout = time.perf_counter() - t0
+        if ro is not None:
+            score_rollout(ro, mine, timeout_s=cfg.reward_timeout_s)
+        t_reward = time.perf_counter() - t0 - t_rollout
+        if self.dist is not None:
+            ro = _gather_rollouts(ro)
+        return ro, t_rollout, t_reward
+
     def _sampling(self, max_new: int) -> SamplingParams:
         cfg = self.config
         return SamplingParams(
@@ -215,27 +258,32 @@ class RLTrainer:
     def _seed(self, what: str) -> int:
         return random.Random(f"rl-{what}:{self.config.seed}:{self.step}").getrandbits(48)
 
-    def _rollout(self, prompts: list[str], group: int, params: SamplingParams, seed: int) -> Rollout:
+    def _rollout(
+        self, prompts: list[str], group: int, params: SamplingParams, seed: int, first_sample: int = 0
+    ) -> Rollout:
         engine = None
+        model = self.rollout_model
         if self.openm1:
             from openm1.rl.rollout import encode_prompts
 
             longest = max(len(p) for p in encode_prompts(self.tokenizer, prompts, self.config.chat))
             need = longest + max(params.max_new_tokens, self.length.stages[-1])
-            rows = self.config.prompts_per_step * self.config.group_size
+            world = 1 if self.dist is None else self.dist.world_size
+            rows = math.ceil(self.config.prompts_per_step / world) * self.config.group_size
             if self.engine is None or self.engine.max_len < need:
                 self.engine = make_engine(
-                    self.model,
+                    model,
                     self.tokenizer,
                     rows,
                     64 * math.ceil(need / 64),
                     cuda_graph=self.config.cuda_graph,
                 )
             engine = self.engine
-        was_training = self.model.training
+        was_training = model.training
         try:
+            kw = {"first_sample": first_sample} if first_sample else {}
             return rollout(
-                self.model,
+                model,
                 self.tokenizer,
                 prompts,
                 group,
@@ -243,9 +291,10 @@ class RLTrainer:
                 seed=seed,
                 chat=self.config.chat,
                 engine=engine,
+                **kw,
             )
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
 
     def _logprobs(
         self, model: torch.nn.Module, b: PaddedRollout, with_entropy: bool = False
@@ -265,13 +314,41 @@ class RLTrainer:
         was_training = model.training
         model.eval()
         try:
-            return torch.cat([self._logprobs(model, full[sl])[0] for sl in self._chunks(len(full.input_ids))])
+            if self.dist is None:
+                n = len(full.input_ids)
+                return torch.cat([self._logprobs(model, full[sl])[0] for sl in self._chunks(n)])
+            return self._sharded_no_grad_logprobs(model, full)
         finally:
             model.train(was_training)
+
+    def _sharded_no_grad_logprobs(self, model: torch.nn.Module, full: PaddedRollout) -> torch.Tensor:
+        """Each rank computes its share of the rows, every rank receives all of them."""
+        from openm1.distributed.rl import gather_rows
+
+        rows = torch.arange(len(full.input_ids), device=self.device)
+        parts = [self._logprobs(model, full[pos])[0] for pos, real in self._rank_chunks(rows) if real]
+        local = torch.cat(parts) if parts else full.rollout_logp[:0]
+        return gather_rows(local)[0]
 
     def _chunks(self, n: int) -> list[slice]:
         size = self.config.micro_batch or n
         return [slice(a, min(a + size, n)) for a in range(0, n, size)]
+
+    def _rank_chunks(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
+        """This rank's positions in ``rows`` (its contiguous share), cut into micro-batches, and
+        whether each is real. Every rank gets the same number of micro-batches, since each forward
+        and backward of the sharded policy is collective: a rank short of rows runs a dummy one (the
+        first row, weighted 0)."""
+        world, rank = self.dist.world_size, self.dist.rank
+        positions = torch.arange(len(rows), device=rows.device)
+        share = math.ceil(len(rows) / world)
+        size = self.config.micro_batch or share
+        mine = positions.tensor_split(world)[rank]
+        out = []
+        for k in range(math.ceil(share / size)):
+            part = mine[k * size : (k + 1) * size]
+            out.append((part, True) if len(part) else (positions[:1], False))
+        return out
 
     def _update(self, ro: Rollout, adv: torch.Tensor, max_new: int) -> dict[str, Any]:
         cfg = self.config
@@ -308,6 +385,8 @@ class RLTrainer:
                 else:
                     per_update.append(m)
         model.eval()
+        if self.dist is not None:
+            self._refresh_rollout_model()
         out = _aggregate(per_update) | out
         out["updates"] = len(per_update)
         out["nan_skipped"] = skipped
@@ -341,7 +420,13 @@ class RLTrainer:
             options["max_len"] = max_new
         self.optimizer.zero_grad(set_to_none=True)
         metrics: list[tuple[float, dict[str, float]]] = []
-        for sl in self._chunks(len(rows)):
+        if self.dist is None:
+            chunks = [(sl, True) for sl in self._chunks(len(rows))]
+        else:
+            chunks = self._rank_chunks(rows)
+        for i, (sl, real) in enumerate(chunks):
+            if self.dist is not None:
+                self.model.set_requires_gradient_sync(i == len(chunks) - 1)
             part = b[sl]
             logp, entropy = self._logprobs(self.model, part, with_entropy=True)
             old = logp.detach() if old_logp is None else old_logp[sl]
@@ -355,17 +440,27 @@ class RLTrainer:
             )
             if old_logp is None:
                 m |= _gap_metrics(old, part.rollout_logp, part.response_mask)
-            if not torch.isfinite(loss):
+            if not self._all_finite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 warnings.warn(
                     f"step {self.step + 1}: non-finite loss {float(loss.detach())}; update skipped",
                     stacklevel=2,
                 )
                 return None
-            loss.backward()
-            metrics.append((float(part.response_mask.sum()), m))
+            if self.dist is None:
+                loss.backward()
+            else:  # FSDP averages the ranks' gradients: scale back to their sum
+                (loss * (self.dist.world_size if real else 0.0)).backward()
+            if real:
+                metrics.append((float(part.response_mask.sum()), m))
         clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if self.dist is None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        else:
+            from openm1.distributed.grad import clip_grad_norm_
+
+            grad_norm = float(clip_grad_norm_(self.model, clip))
+            metrics = _gather_lists(metrics)
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             warnings.warn(f"step {self.step + 1}: non-finite gradient norm; update skipped", stacklevel=2)
@@ -383,6 +478,25 @@ class RLTrainer:
         out["grad_norm"] = grad_norm
         return out
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite here and, under torchrun, on every rank (all skip together)."""
+        ok = bool(torch.isfinite(loss))
+        if self.dist is None:
+            return ok
+        flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+    @torch.no_grad()
+    def _refresh_rollout_model(self) -> None:
+        """Every rank's unsharded rollout copy takes the updated weights (in place, so an engine and
+        its CUDA graph keep reading them)."""
+        from openm1.distributed.rl import full_state_for_rollout
+
+        state = full_state_for_rollout(self.model)
+        for name, p in self.rollout_model.named_parameters():
+            p.copy_(state[name])
+
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoint_dir(self) -> Path:
@@ -390,7 +504,20 @@ class RLTrainer:
 
     def save_checkpoint(self) -> Path:
         """Weights, optimiser, RNG, step and length stage into ``out_dir/checkpoint``, atomically: written
-        to a temporary folder, then swapped in (a crash leaves the previous checkpoint)."""
+        to a temporary folder, then swapped in (a crash leaves the previous checkpoint). Under torchrun
+        a distributed checkpoint (every rank its shards; no RNG state: an RL step draws everything from
+        ``(seed, step)``)."""
+        if self.dist is not None:
+            from openm1.distributed.checkpoint import save_distributed
+
+            state = {
+                "step": self.step,
+                "updates": self.updates,
+                "length": self.length.state_dict(),
+                "config": self.config.to_dict(),
+                "history": self.history,
+            }
+            return save_distributed(self.checkpoint_dir, self.model, self.optimizer, extra=state)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.out_dir, prefix=".checkpoint.tmp-"))
         try:
@@ -426,14 +553,44 @@ class RLTrainer:
 
     def load_checkpoint(self) -> bool:
         """Resume from ``out_dir/checkpoint`` when it exists; returns whether it did."""
+        from openm1.distributed.checkpoint import is_distributed_checkpoint
+
         folder = self.checkpoint_dir
+        if is_distributed_checkpoint(folder):
+            return self._load_sharded_checkpoint(folder)
         if not (folder / STATE_FILE).is_file():
             old = self.out_dir / ".checkpoint.old"  # a crash between the two renames of a save
             if not (old / STATE_FILE).is_file():
                 return False
             folder = old
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
-        saved = RLConfig.from_dict(state["config"])
+        self._check_saved_config(state["config"], folder)
+        if self.dist is not None:  # written by one process, continued by several
+            from openm1.distributed.checkpoint import load_full_optimizer, load_full_pretrained
+
+            load_full_pretrained(self.model, folder / "model")
+            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+            load_full_optimizer(self.model, self.optimizer, state["optimizer"], [names])
+            self._refresh_rollout_model()
+        elif self.openm1:
+            from openm1.model.checkpoint import from_pretrained
+
+            loaded = from_pretrained(folder / "model", device=self.device)
+            self.model.load_state_dict(loaded.state_dict())
+        else:
+            from safetensors.torch import load_model
+
+            load_model(self.model, str(folder / "model" / "model.safetensors"), device=str(self.device))
+        if self.dist is None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.length.load_state_dict(state["length"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        self.step, self.updates, self.history = state["step"], state["updates"], list(state["history"])
+        return True
+
+    def _check_saved_config(self, saved_dict: dict[str, Any], folder: Path) -> None:
+        saved = RLConfig.from_dict(saved_dict)
         changed = [
             k
             for k in ("algo", "group_size", "prompts_per_step", "seed")
@@ -444,24 +601,78 @@ class RLTrainer:
                 f"the checkpoint in {folder} was made with different {changed}; resume with the same config "
                 "or choose another out_dir"
             )
-        if self.openm1:
-            from openm1.model.checkpoint import from_pretrained
 
-            loaded = from_pretrained(folder / "model", device=self.device)
-            self.model.load_state_dict(loaded.state_dict())
-        else:
-            from safetensors.torch import load_model
+    def _load_sharded_checkpoint(self, folder: Path) -> bool:
+        """Resume from a distributed checkpoint, on any number of processes (one included)."""
+        from openm1.distributed.checkpoint import load_distributed
 
-            load_model(self.model, str(folder / "model" / "model.safetensors"), device=str(self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not self.openm1:
+            raise ValueError(f"{folder} is a distributed checkpoint: it resumes an openm1 model only")
+        from openm1.distributed.checkpoint import read_meta
+
+        self._check_saved_config(read_meta(folder)["extra"]["config"], folder)
+        state = load_distributed(folder, self.model, self.optimizer)
+        if self.dist is not None:
+            self._refresh_rollout_model()
         self.length.load_state_dict(state["length"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
         self.step, self.updates, self.history = state["step"], state["updates"], list(state["history"])
         return True
 
 
 # ---------------------------------------------------------------------- helpers
+def _shard_policy(model: torch.nn.Module, env: DistEnv, config: RLConfig) -> torch.nn.Module:
+    """Shard ``model`` (FSDP2, experts over ``config.ep`` ranks) on this rank's device and return the
+    unsharded copy the rollout engine reads. Checked first, identically on every rank."""
+    from openm1.distributed import build_mesh, parallelize
+
+    if not is_openm1_model(model):
+        raise TypeError(
+            f"under torchrun the RL trainer shards openm1 models only, got {type(model).__name__}; "
+            "run a transformers model in one process"
+        )
+    meshes = build_mesh(env.world_size, model.config.num_local_experts, ep=config.ep)
+    model.to(env.device)
+    copy_for_rollouts = copy.deepcopy(model).eval().requires_grad_(False)
+    parallelize(model, meshes)
+    return copy_for_rollouts
+
+
+def _share(n: int, env: DistEnv | None) -> tuple[int, int]:
+    """This rank's contiguous share ``[lo, hi)`` of ``n`` items (sizes differ by at most one)."""
+    if env is None:
+        return 0, n
+    base, extra = divmod(n, env.world_size)
+    lo = env.rank * base + min(env.rank, extra)
+    return lo, lo + base + (env.rank < extra)
+
+
+def _gather_lists(items: list) -> list:
+    """Every rank's ``items`` (picklable), concatenated in rank order."""
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, items)
+    return [x for part in every for x in part]
+
+
+def _gather_rollouts(ro: Rollout | None) -> Rollout:
+    """The scored rollouts of all ranks as one batch, in rank order (a rank with none sends None)."""
+    parts = [p for p in _gather_lists([ro]) if p is not None]
+    out = Rollout([], [], [], [], [], [], parts[0].group_size)
+    offset, rewards = 0, []
+    for p in parts:
+        out.prompt_ids += p.prompt_ids
+        out.response_ids += p.response_ids
+        out.rollout_logp += p.rollout_logp
+        out.finish_reasons += p.finish_reasons
+        out.texts += p.texts
+        out.prompt_index += [offset + i for i in p.prompt_index]
+        out.prompts += p.prompts
+        out.reward_details += p.reward_details
+        rewards.append(p.rewards)
+        offset += max(p.prompt_index) + 1
+    out.rewards = torch.cat(rewards)
+    return out
+
+
 def shared_prompt_logprobs(
     model: torch.nn.Module, b: PaddedRollout, temperature: float = 1.0, with_entropy: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

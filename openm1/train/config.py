@@ -34,7 +34,12 @@ class TrainConfig:
     seq_len: Any = 1024
     """Tokens per packed row: one length, or ``[[first_step, length], ...]`` to grow the context in stages."""
     grad_accum: int = 1
-    """Packed rows per optimizer step (the loss is averaged over all their target tokens)."""
+    """Packed rows per optimizer step (the loss is averaged over all their target tokens). Under
+    torchrun these rows are split over the processes (a multiple of them), so a step is the same on
+    any number of processes."""
+    ep: int = 1
+    """Under torchrun: experts split over this many processes (expert parallelism; it must divide the
+    processes and the experts). Everything is FSDP2-sharded over all processes either way."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm (0: off)."""
     aux_coef_start: float = 0.01
@@ -68,7 +73,7 @@ class TrainConfig:
             if not cond:
                 raise ValueError(msg)
 
-        for name in ("steps", "grad_accum", "log_every", "keep_checkpoints"):
+        for name in ("steps", "grad_accum", "ep", "log_every", "keep_checkpoints"):
             v = getattr(self, name)
             need(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1,

@@ -41,7 +41,12 @@ CLOSE = {"rtol": 1e-5, "atol": 1e-6}
 
 
 def launch(
-    out: Path, scenario: str, timeout: float = LAUNCH_TIMEOUT_S, nproc: int = 2, **env: str
+    out: Path,
+    scenario: str | None,
+    timeout: float = LAUNCH_TIMEOUT_S,
+    nproc: int = 2,
+    worker: Path = WORKER,
+    **env: str,
 ) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
@@ -50,9 +55,9 @@ def launch(
         "--nproc-per-node",
         str(nproc),
         "--standalone",
-        str(WORKER),
+        str(worker),
         str(out),
-        scenario,
+        *([scenario] if scenario else []),
     ]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
     try:
