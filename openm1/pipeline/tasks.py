@@ -105,6 +105,15 @@ def _reachability(p: Puzzle) -> str:
     return f"from {src}: {' '.join(seen)}; {dst} {'reached' if dst in seen else 'not reached'}"
 
 
+def _variables(p: Puzzle) -> str:
+    defs, name, steps = p.data["defs"], p.data["query"], []
+    while True:
+        steps.append(f"{name}={defs[name]}")
+        if defs[name].isdigit():
+            return ", ".join(steps)
+        name = defs[name]
+
+
 TRACES: dict[str, Callable[[Puzzle], str]] = {
     "sorting": _sorting,
     "counting": _counting,
@@ -114,6 +123,7 @@ TRACES: dict[str, Callable[[Puzzle], str]] = {
     "linear_equation": _linear,
     "caesar": _caesar,
     "reachability": _reachability,
+    "variables": _variables,
 }
 
 

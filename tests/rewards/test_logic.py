@@ -41,9 +41,25 @@ def test_generator_is_deterministic_and_verifier_is_exact(name, difficulty):
 
 
 def test_difficulty_grows_the_input():
-    for name in ("sorting", "reversal", "parity", "counting"):
+    for name in ("sorting", "reversal", "parity", "counting", "variables"):
         easy, hard = generate(name, 0, 1), generate(name, 0, MAX_DIFFICULTY)
         assert len(hard.prompt) > len(easy.prompt)
+
+
+def test_variables_follow_the_chain_of_names():
+    from openm1.rewards.logic.puzzles import Puzzle
+
+    data = {"defs": {"c": "5", "a": "b", "e": "2", "b": "c"}, "query": "a"}
+    p = Puzzle("variables", 2, 0, "Given c=5, a=b, e=2, b=c. What is a?", "5", data)
+    fam = FAMILIES["variables"]
+    assert fam.verify(p, "5") and fam.verify(p, "a = 5")
+    assert not fam.verify(p, "2") and not fam.verify(p, "b") and not fam.verify(p, "c")
+    for seed in range(50):  # the chain has `difficulty` hops and ends in a digit
+        q = generate("variables", seed, 3)
+        name, hops = q.data["query"], 0
+        while not q.data["defs"][name].isdigit():
+            name, hops = q.data["defs"][name], hops + 1
+        assert hops == 3 and q.answer == q.data["defs"][name]
 
 
 def test_verifiers_accept_harmless_formatting():

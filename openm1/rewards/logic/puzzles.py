@@ -158,8 +158,34 @@ def _reach(rng: random.Random, d: int):
     )
 
 
+def _variables(rng: random.Random, d: int):
+    """Pointer chasing: the asked variable names another, which names another, ... (``d`` hops), the
+    last holds a digit; the other variables are distractors holding digits. Solving it means looking
+    each name up in the prompt (content-based retrieval, what softmax attention does well)."""
+    names = rng.sample("abcdefghijklmnopqrstuvwxyz", 3 + 2 * d)
+    chain, others = names[: d + 1], names[d + 1 :]
+    value = rng.randint(0, 9)
+    defs = {a: b for a, b in zip(chain[:-1], chain[1:], strict=True)} | {chain[-1]: str(value)}
+    defs |= {v: str(rng.randint(0, 9)) for v in others}
+    order = list(defs)
+    rng.shuffle(order)
+    listing = ", ".join(f"{v}={defs[v]}" for v in order)
+    return (
+        f"Given {listing}. What is {chain[0]}?" + _SUFFIX,
+        str(value),
+        {"defs": {v: defs[v] for v in order}, "query": chain[0]},
+    )
+
+
 def _solves(d: dict[str, Any], x: int | None) -> bool:
     return x is not None and d["a"] * x + d["b"] == d["c"]
+
+
+def _resolve(defs: dict[str, str], name: str) -> int:
+    """Follow the names from ``name`` to the digit at the end of the chain."""
+    while not defs[name].isdigit():
+        name = defs[name]
+    return int(defs[name])
 
 
 def _reachable(edges, src: str, dst: str) -> bool:
@@ -190,6 +216,7 @@ FAMILIES: dict[str, Family] = {
             _reach,
             lambda d, t: _word(t) == ("yes" if _reachable(d["edges"], d["src"], d["dst"]) else "no"),
         ),
+        Family("variables", _variables, lambda d, t: _one_int(t) == _resolve(d["defs"], d["query"])),
     ]
 }
 
