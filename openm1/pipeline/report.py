@@ -58,20 +58,31 @@ def _markdown(s: dict[str, Any]) -> str:
         f"{s['data']['pretrain']} pretraining documents, {s['data']['sft']} SFT pairs, {s['data']['rl']} RL "
         f"prompts, {s['data']['eval']} held-out prompts (disjoint from all training data).",
         "",
-        "| stage | held-out accuracy (pass@1, sampled) | greedy accuracy | train time (s) | tokens/s |",
-        "|---|---|---|---|---|",
+        "| stage | held-out accuracy (pass@1, sampled) | greedy accuracy | most common answer (share) "
+        "| train time (s) | tokens/s |",
+        "|---|---|---|---|---|---|",
     ]
     for st in s["stages"]:
         greedy = st.get("greedy_accuracy")
         greedy_text = "" if greedy is None else f"{100 * greedy:.1f}%"
+        top = st.get("top_answer")
+        top_text = "" if top is None else f"`{top}` ({100 * st['top_answer_share']:.0f}%)"
         lines.append(
-            f"| {st['stage']} | {100 * st['accuracy']:.1f}% | {greedy_text} | {st['time_s']:.0f} | "
-            f"{st['tokens_per_s']:,.0f} |"
+            f"| {st['stage']} | {100 * st['accuracy']:.1f}% | {greedy_text} | {top_text} | "
+            f"{st['time_s']:.0f} | {st['tokens_per_s']:,.0f} |"
         )
     if "rl_gain_points" in s:
         lines += [
             "",
             f"RL changed held-out accuracy by **{s['rl_gain_points']:+.1f} points** over the SFT model.",
+        ]
+    constant = max((st.get("constant_answer_accuracy", 0.0) for st in s["stages"]), default=0.0)
+    if constant:
+        lines += [
+            "",
+            f"Giving one fixed answer to every held-out prompt would score at most {100 * constant:.1f}% "
+            "(the best of the answers the model gave): accuracy near that with one answer dominating "
+            "means the model learned the answer prior, not the procedure.",
         ]
     lines += ["", "Per family (sampled pass@1):", ""]
     fams = sorted({f for st in s["stages"] for f in st.get("by_family", {})})

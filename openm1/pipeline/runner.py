@@ -60,6 +60,7 @@ def held_out_eval(model: torch.nn.Module, tok: Any, data: StageData, cfg: Pipeli
         "accuracy": sampled.scores["pass@1"],
         "by_family": _by_family(sampled.rows, [r.reference["family"] for r in data.eval_rows]),
         "mean_length": sampled.scores["mean_length"],
+        **answer_spread(sampled.rows, data.eval_rows),
         "eval_seconds": sampled.seconds,
         "samples": [
             {"prompt": r["prompt"], "answer": r["samples"][0]["text"], "correct": r["samples"][0]["correct"]}
@@ -73,6 +74,33 @@ def held_out_eval(model: torch.nn.Module, tok: Any, data: StageData, cfg: Pipeli
         out["greedy_accuracy"] = greedy.scores["pass@1"]
         out["eval_seconds"] += greedy.seconds
     return out
+
+
+def answer_spread(rows: list[dict[str, Any]], eval_rows: list[Any]) -> dict[str, Any]:
+    """How concentrated the sampled final answers are, and what the best *constant* answer would score.
+
+    A tiny model can raise its accuracy by learning the answer prior (always the most frequent count)
+    rather than the procedure; these two numbers make that visible: a ``top_answer_share`` near 1 with
+    an accuracy near ``constant_answer_accuracy`` is a model that answers the same thing every time.
+    """
+    from collections import Counter
+
+    from openm1.eval.bench import reward_for
+    from openm1.rewards.logic import extract_answer
+
+    answers = [extract_answer(s["text"]) for r in rows for s in r["samples"]]
+    counts = Counter(a.strip() for a in answers if a and a.strip())
+    if not counts:
+        return {"top_answer": None, "top_answer_share": 0.0, "constant_answer_accuracy": 0.0}
+    top, n = counts.most_common(1)[0]
+    best = 0.0
+    for candidate, _ in counts.most_common(10):
+        hits = 0
+        for row in eval_rows:
+            check = reward_for(row.type)
+            hits += check(row.prompt, f"Answer: {candidate}", row.reference).score >= 1.0
+        best = max(best, hits / max(1, len(eval_rows)))
+    return {"top_answer": top, "top_answer_share": n / len(answers), "constant_answer_accuracy": best}
 
 
 def _by_family(rows: list[dict[str, Any]], families: list[str]) -> dict[str, float]:

@@ -48,3 +48,24 @@ def test_missing_files_give_a_clear_error(tmp_path, capsys, verb):
     )
     assert main(args) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_answer_spread_exposes_a_model_that_always_gives_one_answer():
+    from openm1.eval.bench import BenchRow
+    from openm1.pipeline.runner import answer_spread
+    from openm1.rewards.logic import generate
+
+    puzzles = [generate("counting", seed, 1) for seed in range(30)]
+    rows = [
+        BenchRow(str(i), "logic", p.prompt, {"family": p.family, "data": p.data})
+        for i, p in enumerate(puzzles)
+    ]
+    always_two = [{"samples": [{"text": "<think>x</think>\nAnswer: 2"}] * 4} for _ in puzzles]
+    spread = answer_spread(always_two, rows)
+    assert spread["top_answer"] == "2" and spread["top_answer_share"] == 1.0
+    assert spread["constant_answer_accuracy"] == sum(p.answer == "2" for p in puzzles) / len(puzzles)
+    right = [{"samples": [{"text": f"Answer: {p.answer}"}, {"text": "no answer"}]} for p in puzzles]
+    spread = answer_spread(right, rows)
+    top_count = max(sum(p.answer == a for p in puzzles) for a in {p.answer for p in puzzles})
+    assert spread["top_answer_share"] == top_count / (2 * len(puzzles))
+    assert spread["constant_answer_accuracy"] == top_count / len(puzzles)
