@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import random
 import statistics
@@ -248,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"device {device}, {args.dtype}, {ours.num_parameters() / 1e6:.1f}M parameters; openm1 ...")
 
     date = dt.datetime.now(dt.timezone.utc)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {os.cpu_count()} cores ({platform.machine()}), torch threads {torch.get_num_threads()}"
+    )
     import transformers
     import trl
 
