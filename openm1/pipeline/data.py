@@ -44,7 +44,9 @@ def stage_data(splits: Splits, tokenizer: Any) -> StageData:
 
 
 def write_data_files(splits: Splits, folder: Path) -> None:
-    """``eval.jsonl`` (benchmark format), ``rl.jsonl``, ``sft.jsonl``, ``pretrain.jsonl``."""
+    """``eval.jsonl`` (benchmark format, for ``openm1 eval``), ``rl.jsonl`` and ``eval-tasks.jsonl`` (task
+    format, for ``openm1 rl`` / ``openm1 experiment`` with ``reward = "logic"``: what the verifier needs
+    under ``answer``, the answer's text under ``answer_text``), ``sft.jsonl``, ``pretrain.jsonl``."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def dump(name: str, items: list[dict[str, Any]]) -> None:
@@ -54,6 +56,19 @@ def write_data_files(splits: Splits, folder: Path) -> None:
         "eval.jsonl",
         [{"type": "logic", "prompt": question(p), "family": p.family, "data": p.data} for p in splits.eval],
     )
-    dump("rl.jsonl", [{"prompt": question(p), "family": p.family, "answer": p.answer} for p in splits.rl])
+
+    def tasks(puzzles: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "prompt": question(p),
+                "family": p.family,
+                "answer": {"family": p.family, "data": p.data},
+                "answer_text": p.answer,
+            }
+            for p in puzzles
+        ]
+
+    dump("rl.jsonl", tasks(splits.rl))
+    dump("eval-tasks.jsonl", tasks(splits.eval))
     dump("sft.jsonl", [{"prompt": question(p), "response": solution(p)} for p in splits.sft])
     dump("pretrain.jsonl", [{"text": pretraining_text(p)} for p in splits.pretrain])

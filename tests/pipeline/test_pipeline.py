@@ -69,3 +69,20 @@ def test_answer_spread_exposes_a_model_that_always_gives_one_answer():
     top_count = max(sum(p.answer == a for p in puzzles) for a in {p.answer for p in puzzles})
     assert spread["top_answer_share"] == top_count / (2 * len(puzzles))
     assert spread["constant_answer_accuracy"] == top_count / len(puzzles)
+
+
+def test_the_runs_rl_and_held_out_files_are_openm1_rl_task_files(tmp_path):
+    """`openm1 rl` / `openm1 experiment` read a pipeline run's splits with `reward = "logic"`."""
+    from openm1.commands.rl import build_tasks
+    from openm1.pipeline.data import write_data_files
+    from openm1.pipeline.tasks import build_splits, question
+
+    splits = build_splits(["counting", "variables"], 1, n_eval=6, n_rl=10, n_sft=4, n_pretrain=4)
+    write_data_files(splits, tmp_path)
+    table = {"file": "rl.jsonl", "eval_file": "eval-tasks.jsonl", "reward": "logic", "eval_size": 6}
+    tasks, held_out = build_tasks(table, 0, tmp_path)
+    assert [t.prompt for t in tasks] == [question(p) for p in splits.rl]
+    assert [t.prompt for t in held_out] == [question(p) for p in splits.eval]
+    for task, p in zip(tasks, splits.rl, strict=True):
+        assert task.reward(task.prompt, f"Answer: {p.answer}", task.reference).score == 1.0
+        assert task.reward(task.prompt, "Answer: 99", task.reference).score == 0.0
