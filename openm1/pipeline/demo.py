@@ -1,9 +1,12 @@
 """``openm1 demo``: the whole pipeline on a tiny hybrid model, sized for two CPU cores and ten minutes.
 
-The settings are those of ``configs/pipeline-cpu.toml`` (a test keeps the two equal). The task
-(arithmetic and letter counting at difficulty 1) and the stage lengths are chosen so that SFT leaves
-headroom (it imitates the worked solutions but slips on some steps) and RL has signal (groups of 8
-samples with mixed rewards), so CISPO can raise the held-out accuracy on its own.
+The settings are those of ``configs/pipeline-cpu.toml`` (a test keeps the two equal). The task is
+pointer chasing (``variables`` at difficulty 1: follow a name to another name to a digit), because it
+can only be solved by looking names up in the prompt, and a tiny model does learn that lookup
+(partly) within the budget: SFT runs 1,500 short steps, long enough for the loss to fall through its
+plateau (the lookup appears after about 700 steps). Letter counting and arithmetic, the first choice,
+need the model to copy characters, which it never learned here; RL then only taught it the most
+frequent answer (docs/pipeline.md).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from openm1.pipeline.config import PipelineConfig
 DEMO: dict[str, Any] = {
     "pipeline": {"seed": 0, "device": "cpu", "threads": 1, "preset": "tiny"},
     "task": {
-        "families": ["arithmetic", "counting"],
+        "families": ["variables"],
         "difficulty": 1,
         "eval_size": 120,
         "rl_size": 800,
@@ -35,12 +38,12 @@ DEMO: dict[str, Any] = {
         "aux_coef_end": 0.001,
     },
     "sft": {
-        "steps": 150,
+        "steps": 1500,
         "lr": 2e-3,
         "min_lr": 2e-4,
         "warmup_steps": 5,
         "decay_start": 0.5,
-        "seq_len": 1024,
+        "seq_len": 512,
         "aux_coef_start": 0.001,
         "aux_coef_end": 0.001,
     },
