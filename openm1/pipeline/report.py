@@ -5,14 +5,12 @@ per stage)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from openm1.config import atomic_write_text
-from openm1.metrics import plot_metrics, read_metrics
+from openm1.metrics import plot_metrics, read_metrics, save_figure
 
 RL_KEYS = ("reward/mean", "accuracy", "response_length/mean", "clip_frac")
 
@@ -132,13 +130,5 @@ def _accuracy_plot(stages: dict[str, dict[str, Any]], path: Path) -> bool:
     ax.legend(fontsize=8)
     ax.set_title("Held-out accuracy after each stage")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".accuracy.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    save_figure(fig, path)
     return True

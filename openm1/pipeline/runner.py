@@ -93,12 +93,13 @@ def answer_spread(rows: list[dict[str, Any]], eval_rows: list[Any]) -> dict[str,
     if not counts:
         return {"top_answer": None, "top_answer_share": 0.0, "constant_answer_accuracy": 0.0}
     top, n = counts.most_common(1)[0]
+    checks = {kind: reward_for(kind) for kind in {row.type for row in eval_rows}}
     best = 0.0
     for candidate, _ in counts.most_common(10):
-        hits = 0
-        for row in eval_rows:
-            check = reward_for(row.type)
-            hits += check(row.prompt, f"Answer: {candidate}", row.reference).score >= 1.0
+        hits = sum(
+            checks[row.type](row.prompt, f"Answer: {candidate}", row.reference).score >= 1.0
+            for row in eval_rows
+        )
         best = max(best, hits / max(1, len(eval_rows)))
     return {"top_answer": top, "top_answer_share": n / len(answers), "constant_answer_accuracy": best}
 
