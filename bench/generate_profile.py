@@ -11,6 +11,8 @@ import collections
 import json
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,6 +42,32 @@ def summarise(prof, top: int = 12) -> dict:  # noqa: ANN001
         "launches": sum(v for k, v in runtime.items() if "Launch" in k or k == "cudaGraphLaunch"),
         "top_kernels": [{"name": k, "count": len(v), "ms": sum(v) / 1e3} for k, v in worst],
     }
+
+
+def sync_sites(fn) -> dict[str, int]:  # noqa: ANN001
+    """Where ``fn`` makes the host wait for the device: the innermost openm1 frame of each
+    synchronizing call (``torch.cuda.set_sync_debug_mode``), with counts."""
+    sites: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        stack = traceback.extract_stack()[:-1]
+        frames = [f for f in stack if "openm1" in f.filename or "bench" in f.filename]
+        where = frames[-1] if frames else traceback.extract_stack()[-2]
+        sites[f"{Path(where.filename).name}:{where.lineno} {where.line} ({str(message)[:60]})"] += 1
+
+    torch.cuda.synchronize()
+    old = warnings.showwarning
+    warnings.showwarning = record
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = old
+    return dict(sites.most_common())
 
 
 @torch.no_grad()
@@ -106,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             engine.generate([prompt], one)
             torch.cuda.synchronize()
         row = {"wall_ms": wall, **summarise(prof, top=20)}
+        row["sync_sites"] = sync_sites(lambda p=prompt, e=engine: e.generate([p], one))
+        print(f"prefill {n} sync sites: {json.dumps(row['sync_sites'], indent=1)}")
         report[f"prefill_{n}"] = row
         summary = f"kernels {row['kernels']}, kernel time {row['kernel_ms']:.2f} ms"
         print(f"prefill {n}: wall {wall:.2f} ms, {summary}, syncs {row['syncing_runtime_calls']}")

@@ -45,13 +45,20 @@ def main() -> None:
     p.add_argument("--out", default="sweep.json")
     p.add_argument("--no-backward", action="store_true")
     p.add_argument("--decode-only", action="store_true")
+    p.add_argument("--trials", default=None, help="'single/programs/C,BV,warps,stages' separated by ';'")
+    p.add_argument("--decode", default=None, help="decode configs 'BV,warps[,stream]' separated by ';'")
+    p.add_argument("--decode-batches", default="1,8,16,64,256")
+    p.add_argument("--shapes", default=None, help="'batch,length,heads' separated by ';'")
     args = p.parse_args()
+    trials = [tuple(t.split("/")) for t in args.trials.split(";")] if args.trials else TRIALS
+    decode = args.decode.split(";") if args.decode else DECODE
+    shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")] if args.shapes else SHAPES
     rows = []
-    for batch, length, heads in [] if args.decode_only else SHAPES:
+    for batch, length, heads in [] if args.decode_only else shapes:
         q, k, v, slopes = make(batch, length, heads, 128)
         fn = lambda q, k, v, s=slopes: lightning_attn_triton(q, k, v, s)[0]  # noqa: E731
         ref = None
-        for single, programs, config in TRIALS:
+        for single, programs, config in trials:
             trial_env(single, programs, config)
             row = {"shape": [batch, length, heads], "single": single, "programs": programs, "config": config}
             try:
@@ -68,12 +75,12 @@ def main() -> None:
         del q, k, v
     for key in ("OPENM1_LA_SINGLE_PASS_MIN", "OPENM1_LA_PROGRAMS", "OPENM1_LA_CONFIG"):
         os.environ.pop(key, None)
-    for batch in (1, 8, 16, 64, 256):
+    for batch in [int(b) for b in args.decode_batches.split(",")]:
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v = (torch.randn(batch, 64, 128, device="cuda", generator=g).bfloat16() for _ in range(3))
         slopes = torch.rand(64, device="cuda")
         state = torch.randn(batch, 64, 128, 128, device="cuda")
-        for config in DECODE:
+        for config in decode:
             os.environ["OPENM1_LA_DECODE_CONFIG"] = config.removesuffix(",stream")
             os.environ["OPENM1_LA_DECODE_STREAM"] = "1" if config.endswith("stream") else "0"
             row = {"decode_batch": batch, "config": config}

@@ -120,6 +120,8 @@ def run_openm1(model, tok, items, args) -> dict:  # noqa: ANN001
         "median_update_s": statistics.median(h["update_s"] for h in timed),
         "mean_completion_length": statistics.mean(h["response_length/mean"] for h in timed),
         "tokens_per_s": sum(gen_tokens) / sum(step_s),
+        "grad_norms": [h.get("grad_norm") for h in history],
+        "nan_skipped": sum(h.get("nan_skipped", 0) for h in history),
     }
 
 
@@ -141,7 +143,7 @@ def run_trl(model, tok_folder: Path, items, args) -> dict:  # noqa: ANN001
 
     class Clock(TrainerCallback):
         def __init__(self) -> None:
-            self.times, self.lengths, self.t0 = [], [], 0.0
+            self.times, self.lengths, self.grad_norms, self.t0 = [], [], [], 0.0
 
         def on_step_begin(self, a, state, control, **kw):  # noqa: ANN001, ANN003, ANN201
             _sync()
@@ -154,6 +156,8 @@ def run_trl(model, tok_folder: Path, items, args) -> dict:  # noqa: ANN001
         def on_log(self, a, state, control, logs=None, **kw):  # noqa: ANN001, ANN003, ANN201
             if logs and "completions/mean_length" in logs:
                 self.lengths.append(logs["completions/mean_length"])
+            if logs and "grad_norm" in logs:
+                self.grad_norms.append(float(logs["grad_norm"]))
 
     batch = args.prompts * args.group_size
     config = GRPOConfig(
@@ -191,11 +195,20 @@ def run_trl(model, tok_folder: Path, items, args) -> dict:  # noqa: ANN001
         processing_class=AutoTokenizer.from_pretrained(str(tok_folder)),
         callbacks=[clock],
     )
-    trainer.train()
-    step_s = clock.times[args.warmup :]
+    error = None
+    try:
+        trainer.train()
+    except Exception as e:  # noqa: BLE001 - keep the steps that ran (ANCHORS.md saw TRL fail at step 4)
+        error = f"{type(e).__name__}: {str(e)[:300]}"
+        log(f"TRL stopped after {len(clock.times)} steps: {error}")
+    step_s = clock.times[args.warmup :] or clock.times
     lengths = clock.lengths[args.warmup :] or clock.lengths
     mean_len = statistics.mean(lengths) if lengths else float("nan")
+    if not step_s:
+        return {"step_s": [], "error": error}
     return {
+        "error": error,
+        "grad_norms": clock.grad_norms,
         "step_s": step_s,
         "median_step_s": statistics.median(step_s),
         "mean_completion_length": mean_len,
@@ -282,16 +295,23 @@ def main(argv: list[str] | None = None) -> int:
     save()
     del ours
     if not args.skip_trl:
+        # On CUDA transformers' default forms fail on this model (ANCHORS.md: the batched experts hit a
+        # misaligned address in generate, SDPA rejects the padded mask), so TRL gets the eager ones.
+        eager = {"attn_implementation": "eager", "experts_implementation": "eager"}
+        impl = eager if device.type == "cuda" else {}
         try:
-            theirs = transformers.AutoModelForCausalLM.from_pretrained(str(export), dtype=dtype).to(device)
+            theirs = transformers.AutoModelForCausalLM.from_pretrained(str(export), dtype=dtype, **impl)
+            theirs = theirs.to(device)
         except Exception as e:  # noqa: BLE001 - fall back to copying the state dict in memory
             log(f"loading the export with transformers failed ({e}); copying the weights in memory")
             fresh = MiniMaxM1ForCausalLM.from_pretrained(export)
             theirs = hf_model(config, fresh, device, dtype)
+        result["trl_settings"] = impl
         result["trl"] = run_trl(theirs, tok_folder, items, args)
-        result["speedup_step"] = result["trl"]["median_step_s"] / result["openm1"]["median_step_s"]
-        trl_s = result["trl"]["median_step_s"]
-        log(f"TRL: {trl_s:.3f} s/step; openm1 is {result['speedup_step']:.2f}x faster")
+        if result["trl"].get("step_s"):
+            result["speedup_step"] = result["trl"]["median_step_s"] / result["openm1"]["median_step_s"]
+            trl_s = result["trl"]["median_step_s"]
+            log(f"TRL: {trl_s:.3f} s/step; openm1 is {result['speedup_step']:.2f}x faster")
         save()
     print(json.dumps({k: result[k] for k in ("device", "speedup_step") if k in result}))
     log(f"wrote {out}")

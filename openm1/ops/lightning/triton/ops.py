@@ -266,8 +266,9 @@ def _decode_config(n: int, heads: int, dv: int) -> tuple[int, int]:
     if override:
         bv, warps = (int(x) for x in override.split(","))
         return min(bv, dv), warps
-    # H100 sweep: 64-wide tiles win from batch 8 up; 8 warps once the state no longer fits in L2.
-    return min(dv, 64), (4 if n * heads <= 4096 else 8)
+    # H100 sweeps: 64-wide tiles win from batch 8 up; 8 warps once the states outgrow L2 (batch 64 at
+    # 64 heads: 128 MiB of state; bench/results/lightning-sweep-2026-11-23T1640-h100.json).
+    return min(dv, 64), (4 if n * heads < 4096 else 8)
 
 
 @torch.library.custom_op("openm1::lightning_step", mutates_args=("state",))
