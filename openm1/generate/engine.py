@@ -17,6 +17,7 @@ truncation reads the same probabilities.
 
 from __future__ import annotations
 
+import array
 import itertools
 import math
 import time
@@ -72,6 +73,8 @@ class Request:
     stop_ids: frozenset[int]
     generator: torch.Generator
     detok: IncrementalDetokenizer | None
+    prompt_tensor: torch.Tensor | None = None
+    """The prompt as an int64 CPU tensor (made once, at admission: converting a long list is slow)."""
     row: int = -1
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -115,6 +118,25 @@ class _Sampled:
 
 
 LogitsHook = Callable[[torch.Tensor, list[str]], torch.Tensor]
+
+
+def _prompt_tensor(prompt, vocab_size: int) -> torch.Tensor:  # noqa: ANN001 - any sequence of ints
+    """Token ids as an int64 CPU tensor, checked: integers, at least one, inside the vocabulary.
+
+    Goes through ``array.array`` (one C loop), about 15x faster than ``torch.tensor`` on a long list:
+    at 8K tokens that is milliseconds of a prefill that itself takes a few on a GPU."""
+    try:
+        ids = array.array("q", prompt)
+    except (TypeError, OverflowError) as e:
+        raise ValueError(f"prompt token ids must be integers ({e})") from None
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    t = torch.frombuffer(ids, dtype=torch.int64).clone()
+    lo, hi = torch.aminmax(t)
+    if lo < 0 or hi >= vocab_size:
+        bad = t[(t < 0) | (t >= vocab_size)][0]
+        raise ValueError(f"prompt token {int(bad)} is outside the vocabulary [0, {vocab_size})")
+    return t
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -207,12 +229,8 @@ class Engine:
             if self.tokenizer is None:
                 raise ValueError("a text prompt needs an engine with a tokenizer; pass token ids instead")
             prompt = self.tokenizer.encode(prompt)
-        prompt = [int(t) for t in prompt]
-        if not prompt:
-            raise ValueError("the prompt is empty: give at least one token")
-        bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
-        if bad:
-            raise ValueError(f"prompt token {bad[0]} is outside the vocabulary [0, {self.config.vocab_size})")
+        prompt_tensor = _prompt_tensor(prompt, self.config.vocab_size)
+        prompt = prompt_tensor.tolist()
         if len(prompt) + params.max_new_tokens > self.max_len:
             raise ValueError(
                 f"the prompt has {len(prompt)} tokens and max_new_tokens is {params.max_new_tokens}: "
@@ -233,6 +251,7 @@ class Engine:
             frozenset(stop_ids),
             make_generator(params.seed),
             detok,
+            prompt_tensor,
         )
         self.waiting.append(req)
         return request_id
@@ -299,7 +318,9 @@ class Engine:
         longest, shortest = max(lengths), min(lengths)
         ids = torch.full((len(group), longest), self.pad_token_id, dtype=torch.long)
         for i, req in enumerate(group):
-            ids[i, longest - lengths[i] :] = torch.tensor(req.prompt_ids)
+            ids[i, longest - lengths[i] :] = (
+                req.prompt_tensor if req.prompt_tensor is not None else torch.tensor(req.prompt_ids)
+            )
         ids = _to_device(ids, self.device)
         view = self.cache.view([r.row for r in group])
         chunk = max(1, self.prefill_chunk // len(group))

@@ -178,6 +178,35 @@ def test_dispatch_runs_triton_when_asked(monkeypatch, small_segments):
     assert rel(o, reference(q, k, v, slopes)[0]) < 1e-3
 
 
+def test_inference_calls_the_launches_without_the_custom_op(monkeypatch, small_segments):
+    """No autograd and no tracing: the launches are called directly (the op's dispatch is host time a
+    prefill pays per layer); same numbers as through the op, which gradients still go through."""
+    q, k, v, slopes = inputs(29, 2, 24, 2, 16, 16, torch.float32)
+    s0 = torch.randn(2, 2, 16, 16, device=DEVICE)
+    via_op = lightning_attn_triton(q, k, v, slopes, initial_state=s0, output_final_state=True)
+    calls = []
+    real_op = triton_ops.lightning_fwd
+    monkeypatch.setattr(triton_ops, "lightning_fwd", lambda *a: calls.append(1) or real_op(*a))
+    with torch.no_grad():
+        direct = lightning_attn_triton(q, k, v, slopes, initial_state=s0, output_final_state=True)
+    assert calls == []
+    assert torch.equal(direct[0], via_op[0]) and torch.equal(direct[1], via_op[1])
+    qg = q.clone().requires_grad_()
+    o, _ = lightning_attn_triton(qg, k, v, slopes)
+    assert calls == [1]
+    o.sum().backward()
+    assert qg.grad is not None and torch.isfinite(qg.grad).all()
+    state = torch.randn(2, 2, 16, 16, device=DEVICE)
+    expected_state = state.clone()
+    step_calls = []
+    real_step = triton_ops.lightning_step
+    monkeypatch.setattr(triton_ops, "lightning_step", lambda *a: step_calls.append(1) or real_step(*a))
+    out = lightning_attn_step_triton(q[:, :1], k[:, :1], v[:, :1], slopes, state)
+    assert step_calls == []
+    assert rel(out, step_reference(q[:, :1], k[:, :1], v[:, :1], slopes, expected_state)) < 1e-3
+    assert rel(state, expected_state) < 1e-6
+
+
 def test_torch_compile_traces_without_graph_breaks(small_segments):
     q, k, v, slopes = inputs(23, 1, 20, 2, 16, 16, torch.float32)
 

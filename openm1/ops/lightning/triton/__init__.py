@@ -23,6 +23,16 @@ def _check_kernel_inputs(q: Tensor, v: Tensor, fn: str) -> None:
         raise ValueError(f"{fn}: the Triton kernels take {_DTYPES}, found {q.dtype}")
 
 
+def _needs_op(*tensors: Tensor | None) -> bool:
+    """Whether to go through the ``torch.library`` op: when autograd records (the op carries the
+    backward) or ``torch.compile`` traces (the op keeps the graph whole). Otherwise (inference,
+    eager) the launches are called directly: the op's dispatch costs tens of microseconds of host
+    time a call, which a host-bound prefill pays on every lightning layer."""
+    if torch.compiler.is_compiling() or any(t is not None and type(t) is not Tensor for t in tensors):
+        return True  # traced, or a tensor subclass (fake, distributed) that must see the op
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def lightning_attn_triton(
     q: Tensor,
     k: Tensor,
@@ -44,9 +54,10 @@ def lightning_attn_triton(
     if initial_state is not None:
         check_state(initial_state, (n_seq, dims.heads, dims.dim_k, dims.dim_v), q.device, "initial_state", fn)
         initial_state = initial_state.float()
-    from openm1.ops.lightning.triton.ops import lightning_fwd
+    from openm1.ops.lightning.triton.ops import lightning_fwd, lightning_fwd_impl
 
-    o, final = lightning_fwd(q, k, v, slopes.float(), initial_state, cu_seqlens)
+    fwd = lightning_fwd if _needs_op(q, k, v, initial_state) else lightning_fwd_impl
+    o, final = fwd(q, k, v, slopes.float(), initial_state, cu_seqlens)
     return o, (final if output_final_state else None)
 
 
@@ -63,7 +74,8 @@ def lightning_attn_step_triton(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, 
     check_state(state, (dims.batch, dims.heads, dims.dim_k, dims.dim_v), q.device, "state", fn)
     if state.dtype != torch.float32 or not state.is_contiguous():
         raise ValueError(f"{fn}: the Triton kernel updates state in place, so it must be contiguous float32")
-    from openm1.ops.lightning.triton.ops import lightning_step
+    from openm1.ops.lightning.triton.ops import lightning_step, lightning_step_impl
 
-    o = lightning_step(q, k, v, slopes.float(), state)
+    step = lightning_step if _needs_op(q, k, v, state) else lightning_step_impl
+    o = step(q, k, v, slopes.float(), state)
     return o[:, None] if squeeze else o

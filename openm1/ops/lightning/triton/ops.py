@@ -185,10 +185,11 @@ def _flat(x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- custom ops
-@torch.library.custom_op("openm1::lightning_fwd", mutates_args=())
-def lightning_fwd(
+def lightning_fwd_impl(
     q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, initial_state: Tensor | None, cu_seqlens: Tensor | None
 ) -> tuple[Tensor, Tensor]:
+    """The forward launches themselves: what the custom op runs, and what inference calls directly
+    (no autograd to record and no graph to trace, so the op's dispatch is pure host overhead)."""
     batch, length, heads, _ = q.shape
     o, final = scan(
         _flat(q),
@@ -200,6 +201,13 @@ def lightning_fwd(
         reverse=False,
     )
     return o.view(batch, length, heads, v.shape[-1]), final
+
+
+@torch.library.custom_op("openm1::lightning_fwd", mutates_args=())
+def lightning_fwd(
+    q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, initial_state: Tensor | None, cu_seqlens: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    return lightning_fwd_impl(q, k, v, slopes, initial_state, cu_seqlens)
 
 
 @lightning_fwd.register_fake
@@ -271,8 +279,7 @@ def _decode_config(n: int, heads: int, dv: int) -> tuple[int, int]:
     return min(dv, 64), (4 if n * heads < 4096 else 8)
 
 
-@torch.library.custom_op("openm1::lightning_step", mutates_args=("state",))
-def lightning_step(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor) -> Tensor:
+def lightning_step_impl(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor) -> Tensor:
     """One token for each of N sequences (``q, k [N, H, Dk]``, ``v [N, H, Dv]``); ``state`` in place."""
     n, heads, dk = q.shape
     dv = v.shape[-1]
@@ -285,6 +292,11 @@ def lightning_step(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tenso
         DK=dk, DV=dv, BV=bv, STREAM=os.environ.get("OPENM1_LA_DECODE_STREAM", "0") == "1", num_warps=warps,
     )  # fmt: skip
     return o
+
+
+@torch.library.custom_op("openm1::lightning_step", mutates_args=("state",))
+def lightning_step(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: Tensor) -> Tensor:
+    return lightning_step_impl(q, k, v, slopes, state)
 
 
 @lightning_step.register_fake
