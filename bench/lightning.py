@@ -232,6 +232,8 @@ def versions() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two shapes only")
+    parser.add_argument("--shapes", default=None, help="'batch,length,heads' separated by ';'")
+    parser.add_argument("--no-million", action="store_true", help="skip the 1M-token sequence")
     parser.add_argument(
         "--out", default=None, help="JSON path (default bench/results/lightning-<date>-<gpu>.json)"
     )
@@ -243,6 +245,8 @@ def main() -> None:
     shapes = [(16, 4096, 16), (4, 16384, 16), (1, 65536, 16), (1, 262144, 16), (1, 32768, 64)]
     if args.quick:
         shapes = [(1, 65536, 16), (1, 32768, 64)]
+    if args.shapes:
+        shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")]
     rows = []
     for batch, length, heads in shapes:
         rows.append(run_shape(batch, length, heads, 128, ceil, skip_sdpa_bwd=length > 65536))
@@ -256,7 +260,7 @@ def main() -> None:
             f"floor {g('openm1_fwd_floor_fraction'):.0%} / {g('openm1_fwdbwd_floor_fraction'):.0%}",
             flush=True,
         )
-    million = None if args.quick else run_million(ceil)
+    million = None if args.quick or args.no_million else run_million(ceil)
     if million:
         print(f"1M tokens: {million}", flush=True)
     decode = [run_decode(b, ceil) for b in (1, 64, 256)]

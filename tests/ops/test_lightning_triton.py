@@ -92,8 +92,9 @@ def test_default_launch_configuration(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_single_pass_with_whole_value_tiles(monkeypatch, dtype):
-    """The production single-pass launch with 128-wide value tiles (used when many sequences fill the
-    GPU), forced on a small input: outputs, final states and gradients."""
+    """The single-pass launch with 128-wide value tiles (taken, with the state update's decay on k,
+    when many sequences fill the GPU), forced on a small input: outputs, final states and gradients."""
+    monkeypatch.setenv("OPENM1_LA_DECAY_ON_V", "0")
     monkeypatch.setenv("OPENM1_LA_SINGLE_PASS_MIN", "1")
     monkeypatch.setenv("OPENM1_LA_WIDE_MIN", "1")
     q, k, v, slopes = inputs(11, 2, 70, 2, 32, 128, dtype)
@@ -145,6 +146,14 @@ def test_gradients_of_inputs_and_initial_state(small_segments, dtype, packed):
     ((ro * do.double().cpu()).sum() + (rf * dfinal.double().cpu()).sum()).backward()
     for name, mine, ref in zip("q k v s0".split(), (q, k, v, s0), (*rargs, rinit), strict=True):
         assert rel(mine.grad.cpu(), ref.grad) < TOL[dtype], name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_state_update_with_the_decay_on_k(monkeypatch, small_segments, dtype):
+    """OPENM1_LA_DECAY_ON_V=0 computes the state update as (w k)^T v instead of the default k^T (w v):
+    the same forward, final state and gradients (the backward's scans use it too)."""
+    monkeypatch.setenv("OPENM1_LA_DECAY_ON_V", "0")
+    test_gradients_of_inputs_and_initial_state(small_segments, dtype, packed=True)
 
 
 def test_gradient_without_final_state(small_segments):
@@ -251,6 +260,8 @@ def test_bad_inputs_fail_before_launch(monkeypatch, change, message):
 def test_gpu_forward_backward_against_float64(dim, dtype, mode, monkeypatch):
     monkeypatch.setenv("OPENM1_LA_SINGLE_PASS_MIN", MODES[mode])
     monkeypatch.setenv("OPENM1_LA_WIDE_MIN", "1" if mode == "single-pass-wide" else "100000")
+    if mode == "single-pass-wide":  # the wide tiles go with the state update's decay on k
+        monkeypatch.setenv("OPENM1_LA_DECAY_ON_V", "0")
     cu = [0, 1000, 1001, 5000, 9000]
     q, k, v, slopes = inputs(31, 1, 9000, 4, dim, dim, dtype, device="cuda", layer=2)
     s0 = (torch.randn(4, 4, dim, dim) * 0.3).cuda()

@@ -71,6 +71,7 @@ def _segment_state(
     REVERSE: tl.constexpr,
     PREC: tl.constexpr,
     DOT_F32: tl.constexpr,
+    DECAY_ON_V: tl.constexpr = False,
 ):
     """S_loc = sum over the segment of decayed k_t^T v_t, decayed to the segment's far end."""
     seg, h, vb = _program(H, DV, BV)
@@ -105,8 +106,11 @@ def _segment_state(
         else:
             w = _decay_pow(slope, (c_len - 1 - offs_c).to(tl.float32))
         w = tl.where(row_ok, w, 0.0)
-        kw = (k.to(tl.float32) * w[:, None]).to(v.dtype)
-        state = state * _decay_pow(slope, c_len.to(tl.float32)) + _dot(tl.trans(kw), v, PREC, DOT_F32)
+        if DECAY_ON_V:  # k^T (w v): k's loaded tile is the dot's operand as it is
+            update = _dot(tl.trans(k), (v.to(tl.float32) * w[:, None]).to(v.dtype), PREC, DOT_F32)
+        else:
+            update = _dot(tl.trans((k.to(tl.float32) * w[:, None]).to(v.dtype)), v, PREC, DOT_F32)
+        state = state * _decay_pow(slope, c_len.to(tl.float32)) + update
     s_ptr = S_OUT + seg * stride_s_seg + h * stride_s_h + offs_k[:, None] * DV + offs_v[None, :]
     tl.store(s_ptr, state, mask=mask_v[None, :])
 
@@ -197,6 +201,7 @@ def _segment_output(
     DOT_F32: tl.constexpr,
     HAS_STATE: tl.constexpr,
     STORE_FINAL: tl.constexpr,
+    DECAY_ON_V: tl.constexpr = False,
 ):
     """The outputs of one segment, chunk by chunk, from the state entering it.
 
@@ -262,8 +267,11 @@ def _segment_output(
             out.to(OUT.dtype.element_ty),
             mask=row_ok[:, None] & mask_v[None, :],
         )
-        kw = (k.to(tl.float32) * k_decay[:, None]).to(v.dtype)
-        state = state * _decay_pow(slope, c_len.to(tl.float32)) + _dot(tl.trans(kw), v, PREC, DOT_F32)
+        if DECAY_ON_V:
+            update = _dot(tl.trans(k), (v.to(tl.float32) * k_decay[:, None]).to(v.dtype), PREC, DOT_F32)
+        else:
+            update = _dot(tl.trans((k.to(tl.float32) * k_decay[:, None]).to(v.dtype)), v, PREC, DOT_F32)
+        state = state * _decay_pow(slope, c_len.to(tl.float32)) + update
     if STORE_FINAL:
         tl.store(FINAL + seg * stride_f_n + h * stride_f_h + tile, state, mask=mask_v[None, :])
 

@@ -122,13 +122,17 @@ def scan(
     final = _empty(n_seq, heads, dk, dv, device=q.device, dtype=torch.float32)
     single = _single_pass(offsets, heads, n_vb)
     meta = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+    # The state update as k^T (w v), k's loaded tile used as it is, not (w k)^T v: 7-37% less forward time on
+    # an H100 (bench/results/lightning-sweep-2026-11-23T1705-h100.json); OPENM1_LA_DECAY_ON_V=0 undoes it.
+    decay_on_v = os.environ.get("OPENM1_LA_DECAY_ON_V", "1") == "1"
+    meta["DECAY_ON_V"] = decay_on_v
     if single and not os.environ.get("OPENM1_LA_CONFIG"):
         # H100 sweep (bench/results/lightning-sweep-*.json): the single pass's long chunk loop wants a
         # deeper load pipeline, and whole 128-wide value tiles (q and k read once) when the grid
         # stays full without splitting them.
         meta["num_stages"] += 1
         wide_min = int(os.environ.get("OPENM1_LA_WIDE_MIN", "256"))  # (sequence, head) pairs
-        if max(dk, dv) <= 128 and dv > bv and n_seq * heads >= wide_min:
+        if not decay_on_v and max(dk, dv) <= 128 and dv > bv and n_seq * heads >= wide_min:
             bv, n_vb, meta["num_warps"] = dv, 1, 8
     if single:
         seg_len = max(b - a for a, b in zip(offsets[:-1], offsets[1:], strict=True))
