@@ -123,7 +123,7 @@ def scan(
     single = _single_pass(offsets, heads, n_vb)
     meta = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
     # The state update as k^T (w v), k's loaded tile used as it is, not (w k)^T v: 7-37% less forward time on
-    # an H100 (bench/results/lightning-sweep-2026-11-23T1705-h100.json); OPENM1_LA_DECAY_ON_V=0 undoes it.
+    # an H100 (bench/results/lightning-sweep-2026-11-23T1653-h100.json); OPENM1_LA_DECAY_ON_V=0 undoes it.
     decay_on_v = os.environ.get("OPENM1_LA_DECAY_ON_V", "1") == "1"
     meta["DECAY_ON_V"] = decay_on_v
     if single and not os.environ.get("OPENM1_LA_CONFIG"):
