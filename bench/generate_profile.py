@@ -56,17 +56,14 @@ def sync_sites(fn) -> dict[str, int]:  # noqa: ANN001
         sites[f"{Path(where.filename).name}:{where.lineno} {where.line} ({str(message)[:60]})"] += 1
 
     torch.cuda.synchronize()
-    old = warnings.showwarning
-    warnings.showwarning = record
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = record
+    with warnings.catch_warnings():  # restores showwarning and the filters on exit
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
             fn()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-        warnings.showwarning = old
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     return dict(sites.most_common())
 
 

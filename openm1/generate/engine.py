@@ -73,7 +73,7 @@ class Request:
     stop_ids: frozenset[int]
     generator: torch.Generator
     detok: IncrementalDetokenizer | None
-    prompt_tensor: torch.Tensor | None = None
+    prompt_tensor: torch.Tensor
     """The prompt as an int64 CPU tensor (made once, at admission: converting a long list is slow)."""
     row: int = -1
     token_ids: list[int] = field(default_factory=list)
@@ -318,9 +318,7 @@ class Engine:
         longest, shortest = max(lengths), min(lengths)
         ids = torch.full((len(group), longest), self.pad_token_id, dtype=torch.long)
         for i, req in enumerate(group):
-            ids[i, longest - lengths[i] :] = (
-                req.prompt_tensor if req.prompt_tensor is not None else torch.tensor(req.prompt_ids)
-            )
+            ids[i, longest - lengths[i] :] = req.prompt_tensor
         ids = _to_device(ids, self.device)
         view = self.cache.view([r.row for r in group])
         chunk = max(1, self.prefill_chunk // len(group))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from openm1.rewards.logic import LogicReward, Puzzle, family
+from openm1.rewards.logic.puzzles import variable_chain
 from openm1.rl.curriculum import Task
 
 #: The instruction the puzzle generators append; the pipeline's format makes it implicit (and shorter
@@ -106,12 +107,8 @@ def _reachability(p: Puzzle) -> str:
 
 
 def _variables(p: Puzzle) -> str:
-    defs, name, steps = p.data["defs"], p.data["query"], []
-    while True:
-        steps.append(f"{name}={defs[name]}")
-        if defs[name].isdigit():
-            return ", ".join(steps)
-        name = defs[name]
+    defs = p.data["defs"]
+    return ", ".join(f"{name}={defs[name]}" for name in variable_chain(defs, p.data["query"]))
 
 
 TRACES: dict[str, Callable[[Puzzle], str]] = {

@@ -181,11 +181,16 @@ def _solves(d: dict[str, Any], x: int | None) -> bool:
     return x is not None and d["a"] * x + d["b"] == d["c"]
 
 
+def variable_chain(defs: dict[str, str], name: str) -> list[str]:
+    """The names followed from ``name`` to the one holding a digit (``variables`` puzzles)."""
+    chain = [name]
+    while not defs[chain[-1]].isdigit():
+        chain.append(defs[chain[-1]])
+    return chain
+
+
 def _resolve(defs: dict[str, str], name: str) -> int:
-    """Follow the names from ``name`` to the digit at the end of the chain."""
-    while not defs[name].isdigit():
-        name = defs[name]
-    return int(defs[name])
+    return int(defs[variable_chain(defs, name)[-1]])
 
 
 def _reachable(edges, src: str, dst: str) -> bool:

@@ -39,6 +39,22 @@ def _dot(a, b, PREC: tl.constexpr, DOT_F32: tl.constexpr):
 
 
 @triton.jit
+def _advance(
+    state, k, v, w, chunk_decay, PREC: tl.constexpr, DOT_F32: tl.constexpr, DECAY_ON_V: tl.constexpr
+):
+    """The state after one chunk: ``chunk_decay * S + sum_t w_t k_t^T v_t``.
+
+    ``DECAY_ON_V`` computes the sum as ``K^T (w V)``, so k's loaded tile is the product's operand as it
+    is; ``(w K)^T V`` scales k in registers and transposes it back through shared memory every chunk
+    (7-37% more forward time on an H100)."""
+    if DECAY_ON_V:
+        update = _dot(tl.trans(k), (v.to(tl.float32) * w[:, None]).to(v.dtype), PREC, DOT_F32)
+    else:
+        update = _dot(tl.trans((k.to(tl.float32) * w[:, None]).to(v.dtype)), v, PREC, DOT_F32)
+    return state * chunk_decay + update
+
+
+@triton.jit
 def _program(H: tl.constexpr, DV: tl.constexpr, BV: tl.constexpr):
     """(segment, head, value tile) of a 1-D grid whose fastest index is the value tile: the programs
     that read the same q and k rows run side by side, so the second read comes from L2."""
@@ -106,11 +122,7 @@ def _segment_state(
         else:
             w = _decay_pow(slope, (c_len - 1 - offs_c).to(tl.float32))
         w = tl.where(row_ok, w, 0.0)
-        if DECAY_ON_V:  # k^T (w v): k's loaded tile is the dot's operand as it is
-            update = _dot(tl.trans(k), (v.to(tl.float32) * w[:, None]).to(v.dtype), PREC, DOT_F32)
-        else:
-            update = _dot(tl.trans((k.to(tl.float32) * w[:, None]).to(v.dtype)), v, PREC, DOT_F32)
-        state = state * _decay_pow(slope, c_len.to(tl.float32)) + update
+        state = _advance(state, k, v, w, _decay_pow(slope, c_len.to(tl.float32)), PREC, DOT_F32, DECAY_ON_V)
     s_ptr = S_OUT + seg * stride_s_seg + h * stride_s_h + offs_k[:, None] * DV + offs_v[None, :]
     tl.store(s_ptr, state, mask=mask_v[None, :])
 
@@ -267,11 +279,9 @@ def _segment_output(
             out.to(OUT.dtype.element_ty),
             mask=row_ok[:, None] & mask_v[None, :],
         )
-        if DECAY_ON_V:
-            update = _dot(tl.trans(k), (v.to(tl.float32) * k_decay[:, None]).to(v.dtype), PREC, DOT_F32)
-        else:
-            update = _dot(tl.trans((k.to(tl.float32) * k_decay[:, None]).to(v.dtype)), v, PREC, DOT_F32)
-        state = state * _decay_pow(slope, c_len.to(tl.float32)) + update
+        state = _advance(
+            state, k, v, k_decay, _decay_pow(slope, c_len.to(tl.float32)), PREC, DOT_F32, DECAY_ON_V
+        )
     if STORE_FINAL:
         tl.store(FINAL + seg * stride_f_n + h * stride_f_h + tile, state, mask=mask_v[None, :])
 
