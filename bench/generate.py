@@ -29,6 +29,7 @@ import torch
 
 from openm1.config import ModelConfig, hybrid_layer_types, preset
 from openm1.generate import Engine, SamplingParams
+from openm1.generate.prefill_graphs import PREFILL_GRAPH_MAX
 from openm1.model import MiniMaxM1ForCausalLM
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -146,16 +147,30 @@ def bench_decode(
 
 
 @torch.no_grad()
-def bench_prefill(ours, theirs, config, device, length, chunk, repeats, experts):  # noqa: ANN001
+def bench_prefill(ours, theirs, config, device, length, chunk, repeats, experts, cuda_graph):  # noqa: ANN001
+    """One prompt's prefill (and its first token). With ``cuda_graph`` the engine replays the prompt's
+    prefill graph where its length allows one; the eager engine is timed too, in the same run."""
     g = torch.Generator().manual_seed(length)
     prompt = torch.randint(0, config.vocab_size, (1, length), generator=g)
-    engine = Engine(ours, max_batch=1, max_len=length + 2, prefill_chunk=chunk, experts=experts)
     params = SamplingParams(max_new_tokens=1, temperature=0, ignore_eos=True, repetition_window=None)
+
+    def engine_ms(graphs: bool) -> tuple[float, Engine]:
+        engine = Engine(ours, max_batch=1, max_len=length + 2, prefill_chunk=chunk, experts=experts,
+                        prefill_graph_max=PREFILL_GRAPH_MAX if graphs else 0)  # fmt: skip
+        return timed(lambda: engine.generate([prompt[0].tolist()], params), device, repeats) * 1e3, engine
+
+    eager_ms, engine = engine_ms(False)
+    row = {"tokens": length, "openm1_eager_ms": eager_ms}
+    if cuda_graph and device.type == "cuda":
+        graphed_ms, graphed = engine_ms(True)
+        if graphed._prefill_graphs is not None and graphed._prefill_graphs.graphs:
+            row["openm1_graph_ms"], engine = graphed_ms, graphed
+            row["graph_bucket"] = next(iter(graphed._prefill_graphs.graphs))
+    row["openm1_ms"] = row.get("openm1_graph_ms", eager_ms)
 
     def run_ours():  # noqa: ANN202
         engine.generate([prompt[0].tolist()], params)
 
-    row = {"tokens": length, "openm1_ms": timed(run_ours, device, repeats) * 1e3}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         run_ours()
@@ -438,9 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         if "prefill" in parts:
             result["prefill"] = []
             for n in lengths:
-                row = bench_prefill(
-                    ours, theirs, config, device, n, args.prefill_chunk, repeats, args.experts
-                )
+                row = bench_prefill(ours, theirs, config, device, n, args.prefill_chunk, repeats,
+                                    args.experts, args.cuda_graph)  # fmt: skip
                 result["prefill"].append(row)
                 log(
                     f"prefill {n}: "

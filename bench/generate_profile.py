@@ -44,6 +44,12 @@ def summarise(prof, top: int = 12) -> dict:  # noqa: ANN001
     }
 
 
+def host_top(prof, top: int = 25) -> list[dict]:  # noqa: ANN001
+    """The operators that take the most host time themselves (where a launch-bound forward goes)."""
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
+    return [{"name": e.key[:80], "count": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3} for e in rows]
+
+
 def sync_sites(fn) -> dict[str, int]:  # noqa: ANN001
     """Where ``fn`` makes the host wait for the device: the innermost openm1 frame of each
     synchronizing call (``torch.cuda.set_sync_debug_mode``), with counts."""
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="generate-profile.json")
     p.add_argument("--experts", default="auto")
+    p.add_argument("--prefill-only", action="store_true")
+    p.add_argument("--prefill", default="2048,8192", help="prefill lengths")
     args = p.parse_args(argv)
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"device": torch.cuda.get_device_name(dev), "experts": args.experts}
     greedy = SamplingParams(max_new_tokens=64, temperature=0, ignore_eos=True, repetition_window=None)
 
-    for batch in (1, 16):
+    for batch in () if args.prefill_only else (1, 16):
         engine = Engine(model, max_batch=batch, max_len=512, cuda_graph=True, experts=args.experts)
         prompts = torch.randint(0, config.vocab_size, (batch, 128)).tolist()
         engine.generate(prompts, greedy)
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decode b{batch}: {json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)})}")
 
     one = SamplingParams(max_new_tokens=1, temperature=0, ignore_eos=True, repetition_window=None)
-    for n in (2048, 8192):
+    for n in (int(x) for x in args.prefill.split(",")):
         engine = Engine(model, max_batch=1, max_len=n + 2, prefill_chunk=32768, experts=args.experts)
         prompt = torch.randint(0, config.vocab_size, (n,)).tolist()
         engine.generate([prompt], one)
@@ -130,7 +138,26 @@ def main(argv: list[str] | None = None) -> int:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             engine.generate([prompt], one)
             torch.cuda.synchronize()
-        row = {"wall_ms": wall, **summarise(prof, top=20)}
+        row = {"wall_ms": wall, **summarise(prof, top=20), "host_top": host_top(prof)}
+        ids = torch.tensor([prompt], device=dev)
+        bare = []
+        for _ in range(5):  # the model alone, no engine and no cache
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            model(ids, logits_to_keep=1)
+            torch.cuda.synchronize()
+            bare.append((time.perf_counter() - t) * 1e3)
+        row["bare_forward_ms"] = sorted(bare)[2]
+        walls = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            engine.generate([prompt], one)
+            torch.cuda.synchronize()
+            walls.append((time.perf_counter() - t) * 1e3)
+        row["engine_ms_median"] = sorted(walls)[2]
+        print(f"prefill {n}: engine {row['engine_ms_median']:.2f} ms, bare {row['bare_forward_ms']:.2f} ms")
+        print(json.dumps(row["host_top"], indent=0))
         row["sync_sites"] = sync_sites(lambda p=prompt, e=engine: e.generate([p], one))
         print(f"prefill {n} sync sites: {json.dumps(row['sync_sites'], indent=1)}")
         report[f"prefill_{n}"] = row

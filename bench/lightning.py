@@ -234,6 +234,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two shapes only")
     parser.add_argument("--shapes", default=None, help="'batch,length,heads' separated by ';'")
     parser.add_argument("--no-million", action="store_true", help="skip the 1M-token sequence")
+    parser.add_argument("--decode-only", action="store_true", help="the decode step alone")
     parser.add_argument(
         "--out", default=None, help="JSON path (default bench/results/lightning-<date>-<gpu>.json)"
     )
@@ -247,9 +248,34 @@ def main() -> None:
         shapes = [(1, 65536, 16), (1, 32768, 64)]
     if args.shapes:
         shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")]
-    rows = []
-    for batch, length, heads in shapes:
+    words = torch.cuda.get_device_name().split()  # "NVIDIA H100 80GB HBM3" -> "h100"
+    gpu = next((w.lower() for w in words if w[:1] in "ABHL" and w[1:].isdigit()), words[-1].lower())
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M")
+    out = Path(args.out or f"bench/results/lightning-{stamp}-{gpu}.json")
+    result = {
+        "benchmark": "lightning",
+        "device": torch.cuda.get_device_name(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "config_override": os.environ.get("OPENM1_LA_CONFIG"),
+        "ceilings": ceil,
+        "shapes": [],
+        "million_tokens": None,
+        "decode": [],
+        "complete": False,
+    }
+
+    def save() -> None:
+        """Written after every measurement (atomically), so a run cut short keeps what it measured."""
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(out)
+
+    rows = result["shapes"]
+    for batch, length, heads in [] if args.decode_only else shapes:
         rows.append(run_shape(batch, length, heads, 128, ceil, skip_sdpa_bwd=length > 65536))
+        save()
         r = rows[-1]
         g = lambda key, r=r: r.get(key, float("nan"))  # noqa: E731 - FLA may be absent
         print(
@@ -260,11 +286,10 @@ def main() -> None:
             f"floor {g('openm1_fwd_floor_fraction'):.0%} / {g('openm1_fwdbwd_floor_fraction'):.0%}",
             flush=True,
         )
-    million = None if args.quick or args.no_million else run_million(ceil)
-    if million:
-        print(f"1M tokens: {million}", flush=True)
-    decode = [run_decode(b, ceil) for b in (1, 64, 256)]
-    for r in decode:
+    for b in (1, 64, 256):
+        r = run_decode(b, ceil)
+        result["decode"].append(r)
+        save()
         print(
             f"decode b{r['batch']}: eager {r['openm1_ms'] * 1e3:.1f} us "
             f"(FLA {r.get('fla_lightning_ms', float('nan')) * 1e3:.1f} us, "
@@ -273,23 +298,11 @@ def main() -> None:
             f"x{r.get('speedup_graph_vs_fla', float('nan')):.2f}), floor {r['openm1_floor_fraction']:.0%}",
             flush=True,
         )
-    result = {
-        "benchmark": "lightning",
-        "device": torch.cuda.get_device_name(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
-        "config_override": os.environ.get("OPENM1_LA_CONFIG"),
-        "ceilings": ceil,
-        "shapes": rows,
-        "million_tokens": million,
-        "decode": decode,
-    }
-    words = torch.cuda.get_device_name().split()  # "NVIDIA H100 80GB HBM3" -> "h100"
-    gpu = next((w.lower() for w in words if w[:1] in "ABHL" and w[1:].isdigit()), words[-1].lower())
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M")
-    out = Path(args.out or f"bench/results/lightning-{stamp}-{gpu}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    if not (args.quick or args.no_million or args.decode_only):
+        result["million_tokens"] = run_million(ceil)
+        print(f"1M tokens: {result['million_tokens']}", flush=True)
+    result["complete"] = True
+    save()
     print(f"wrote {out}")
 
 

@@ -81,8 +81,9 @@ def main() -> None:
         slopes = torch.rand(64, device="cuda")
         state = torch.randn(batch, 64, 128, 128, device="cuda")
         for config in decode:
-            os.environ["OPENM1_LA_DECODE_CONFIG"] = config.removesuffix(",stream")
-            os.environ["OPENM1_LA_DECODE_STREAM"] = "1" if config.endswith("stream") else "0"
+            bv, warps, *flags = config.split(",")
+            os.environ["OPENM1_LA_DECODE_CONFIG"] = f"{bv},{warps}"
+            os.environ["OPENM1_LA_DECODE_STREAM"] = "1" if "stream" in flags else "0"
             row = {"decode_batch": batch, "config": config}
             try:
                 step = lambda q=q, k=k, v=v, s=slopes, st=state: lightning_attn_step_triton(q, k, v, s, st)  # noqa: E731
@@ -91,6 +92,18 @@ def main() -> None:
                 row["error"] = f"{type(e).__name__}: {str(e)[:100]}"
             rows.append(row)
             print(json.dumps(row), flush=True)
+        try:  # the anchor, in the same process
+            from fla.ops.lightning_attn import fused_recurrent_lightning_attn
+
+            fla_step = lambda q=q, k=k, v=v, st=state: fused_recurrent_lightning_attn(  # noqa: E731
+                q[:, None], k[:, None], v[:, None], layer_idx=5, num_layers=80, scale=1.0,
+                initial_state=st, output_final_state=True,
+            )  # fmt: skip
+            us = 1e3 * bench_ms(graphed(fla_step), 25, 200)
+            rows.append({"decode_batch": batch, "config": "fla", "us": us})
+            print(json.dumps(rows[-1]), flush=True)
+        except ImportError:
+            pass
     os.environ.pop("OPENM1_LA_DECODE_CONFIG", None)
     Path(args.out).write_text(json.dumps(rows, indent=1))
 

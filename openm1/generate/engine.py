@@ -30,6 +30,7 @@ import torch
 
 from openm1.generate.cache import GenerationCache
 from openm1.generate.inference import InferenceForms, resolve_expert_form
+from openm1.generate.prefill_graphs import PREFILL_GRAPH_MAX, PrefillGraphs
 from openm1.generate.sampling import SamplingParams, make_generator, sample
 from openm1.generate.tokenizer import IncrementalDetokenizer
 
@@ -149,8 +150,10 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 class Engine:
     """Continuous batching over a preallocated cache; ``step()`` is the scheduler's one move.
 
-    ``cuda_graph`` replays the decode step as a CUDA graph; ``experts`` picks the MoE form of the
-    engine's forwards (``auto``, ``grouped``, ``dense``, ``reference``: see ``inference.py``).
+    ``cuda_graph`` replays the decode step as a CUDA graph, and a lone prompt of up to
+    ``prefill_graph_max`` tokens (default 8192 with ``cuda_graph``, else 0: off) as a prefill graph of
+    its length bucket (see prefill_graphs.py); ``experts`` picks the MoE form of the engine's forwards
+    (``auto``, ``grouped``, ``dense``, ``reference``: see ``inference.py``).
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class Engine:
         cuda_graph: bool = False,
         logits_hook: LogitsHook | None = None,
         experts: str = "auto",
+        prefill_graph_max: int | None = None,
     ) -> None:
         if max_batch < 1 or max_len < 2 or prefill_chunk < 1:
             raise ValueError(
@@ -212,6 +216,13 @@ class Engine:
         if compile:
             self._forward = self._compiled_forward()
         self._graph = self._capture_graph() if cuda_graph else None
+        if prefill_graph_max is None:
+            prefill_graph_max = PREFILL_GRAPH_MAX if cuda_graph else 0
+        if prefill_graph_max < 0:
+            raise ValueError(f"prefill_graph_max must be >= 0 (0: off), got {prefill_graph_max}")
+        self._prefill_graphs = None
+        if prefill_graph_max and self.device.type == "cuda" and self.experts_prefill != "reference":
+            self._prefill_graphs = PrefillGraphs(model, self.cache, self._forms, prefill_graph_max)
         # each row's next input token, written on the device by the sampler (the graph's own buffer)
         self._next = (
             self._graph.tokens
@@ -315,6 +326,42 @@ class Engine:
             self.running[req.request_id] = req
         start = time.perf_counter()
         lengths = [len(r.prompt_ids) for r in group]
+        logits = None
+        if len(group) == 1 and self._graphable(lengths[0]):
+            logits = self._graphed_prefill(group[0])
+        if logits is None:
+            logits = self._eager_prefill(group, lengths)
+        sampled = self._sample(group, logits)
+        self._next.index_copy_(0, self._row_index([r.row for r in group]), sampled.tokens[:, None])
+        events = self._collect(sampled)
+        elapsed = time.perf_counter() - start
+        for req in group:
+            req.prefill_ms = elapsed * 1e3
+        self.stats["prefill_tokens"] += sum(lengths)
+        self.stats["prefill_s"] += elapsed
+        return events
+
+    def _graphable(self, length: int) -> bool:
+        graphs = self._prefill_graphs
+        return graphs is not None and length <= self.prefill_chunk and graphs.covers(length)
+
+    def _graphed_prefill(self, req: Request) -> torch.Tensor | None:
+        """The prompt's last logits from its bucket's prefill graph; None (graphs off, row reset) if the
+        capture fails, so the eager prefill takes over."""
+        try:
+            logits = self._prefill_graphs(req.row, req.prompt_tensor, self.pad_token_id)
+        except Exception as e:  # noqa: BLE001 - a slower prefill beats none
+            warnings.warn(
+                f"prefill graph capture failed ({type(e).__name__}: {e}); prefilling eagerly", stacklevel=3
+            )
+            self._prefill_graphs = None
+            self.cache.reset_row(req.row)
+            return None
+        self.cache.lengths[req.row] = len(req.prompt_ids)
+        return logits
+
+    def _eager_prefill(self, group: list[Request], lengths: list[int]) -> torch.Tensor:
+        """Left-padded prompts in chunks of ``prefill_chunk`` tokens; the last logits ``[rows, vocab]``."""
         longest, shortest = max(lengths), min(lengths)
         ids = torch.full((len(group), longest), self.pad_token_id, dtype=torch.long)
         for i, req in enumerate(group):
@@ -334,15 +381,7 @@ class Engine:
                     view.real_counts = real
                     mask = _to_device(mask, self.device)
                 out = self.model(ids[:, a:b], attention_mask=mask, cache=view, logits_to_keep=1)
-        sampled = self._sample(group, out.logits[:, -1])
-        self._next.index_copy_(0, self._row_index([r.row for r in group]), sampled.tokens[:, None])
-        events = self._collect(sampled)
-        elapsed = time.perf_counter() - start
-        for req in group:
-            req.prefill_ms = elapsed * 1e3
-        self.stats["prefill_tokens"] += sum(lengths)
-        self.stats["prefill_s"] += elapsed
-        return events
+        return out.logits[:, -1]
 
     def _launch_decode(self, decoding: list[Request]) -> _Sampled:
         """Queue one decode step for these requests (inputs: their last tokens, on the device)."""

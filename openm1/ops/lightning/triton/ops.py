@@ -272,6 +272,9 @@ def _backward(ctx, grad_o, grad_final):
 lightning_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+MAX_GRID_Z = 65535
+
+
 def _decode_config(n: int, heads: int, dv: int) -> tuple[int, int]:
     """Value-tile width and warps of the decode step; ``OPENM1_LA_DECODE_CONFIG=BV,warps`` overrides."""
     override = os.environ.get("OPENM1_LA_DECODE_CONFIG")
@@ -289,12 +292,16 @@ def lightning_step_impl(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor, state: 
     dv = v.shape[-1]
     bv, warps = _decode_config(n, heads, dv)
     o = _empty(n, heads, dv, device=q.device, dtype=q.dtype)
-    kernels._decode_step[(n, heads, triton.cdiv(dv, bv))](
-        q, k, v, o, state, slopes.to(device=q.device, dtype=torch.float32).contiguous(),
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        o.stride(0), o.stride(1), state.stride(0), state.stride(1),
-        DK=dk, DV=dv, BV=bv, STREAM=os.environ.get("OPENM1_LA_DECODE_STREAM", "0") == "1", num_warps=warps,
-    )  # fmt: skip
+    slopes = slopes.to(device=q.device, dtype=torch.float32).contiguous()
+    stream = os.environ.get("OPENM1_LA_DECODE_STREAM", "0") == "1"
+    for a in range(0, n, MAX_GRID_Z):  # sequences are the grid's last axis, which CUDA caps at 65535
+        b = min(a + MAX_GRID_Z, n)
+        kernels._decode_step[(triton.cdiv(dv, bv), heads, b - a)](
+            q[a:b], k[a:b], v[a:b], o[a:b], state[a:b], slopes,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            o.stride(0), o.stride(1), state.stride(0), state.stride(1),
+            DK=dk, DV=dv, BV=bv, STREAM=stream, num_warps=warps,
+        )  # fmt: skip
     return o
 
 
