@@ -66,7 +66,6 @@ class PaddedPrefillView:
         self.mask = torch.zeros(1, time, dtype=torch.long, device=device)
         self.row = torch.zeros(1, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
-        self._causal = torch.ones(time, time, dtype=torch.bool, device=device).tril()
         self._write: torch.Tensor | None = None
         # one host staging buffer (pinned on CUDA) for all four, copied in one go
         self._staging = torch.zeros(2 * time + 2, dtype=torch.long, pin_memory=device.type == "cuda")
@@ -105,7 +104,8 @@ class PaddedPrefillView:
         slots = (self.mask.cumsum(-1) - 1).clamp(min=0)
         self._write = torch.where(real, slots, self.cache.max_len - 1)[0]
         # causal over this forward's tokens; real queries see real keys only, padding sees padding
-        bias = self._causal & (real[:, None, :] | ~real[:, :, None])
+        pos = torch.arange(time, device=self.mask.device)
+        bias = (pos[None, :] <= pos[:, None]) & (real[:, None, :] | ~real[:, :, None])
         return CacheLayout(position_ids=slots, token_mask=self.mask, attention_bias=bias[:, None])
 
     def get_state(self, layer_idx: int) -> None:

@@ -132,7 +132,9 @@ def scan(
         # stays full without splitting them.
         meta["num_stages"] += 1
         wide_min = int(os.environ.get("OPENM1_LA_WIDE_MIN", "256"))  # (sequence, head) pairs
-        if not decay_on_v and max(dk, dv) <= 128 and dv > bv and n_seq * heads >= wide_min:
+        # (2-byte inputs only: float32 tiles that wide overflow shared memory on an H100)
+        wide_ok = not decay_on_v and q.element_size() == 2 and max(dk, dv) <= 128 and dv > bv
+        if wide_ok and n_seq * heads >= wide_min:
             bv, n_vb, meta["num_warps"] = dv, 1, 8
     if single:
         seg_len = max(b - a for a, b in zip(offsets[:-1], offsets[1:], strict=True))
