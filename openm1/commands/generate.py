@@ -9,6 +9,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from openm1.generate.loading import add_graph_options
 from openm1.generate.sampling import REPETITION_THRESHOLD, REPETITION_WINDOW, SamplingParams
 
 PARAM_FIELDS = {f.name for f in fields(SamplingParams)}
@@ -52,10 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prefill-chunk", type=int, default=4096, help="tokens per prefill forward (default 4096)"
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA only)")
-    p.add_argument(
-        "--cuda-graph", action="store_true", help="replay the decode step as a CUDA graph (CUDA only)"
-    )
+    add_graph_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON result per prompt instead")
     p.set_defaults(func=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from openm1.generate.loading import add_graph_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -26,10 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-len", type=int, default=4096, help="tokens per request: prompt + answer (default 4096)"
     )
     p.add_argument("--prefill-chunk", type=int, default=4096)
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA only)")
-    p.add_argument(
-        "--cuda-graph", action="store_true", help="replay the decode step as a CUDA graph (CUDA only)"
-    )
+    add_graph_options(p)
     p.set_defaults(func=run)
 
 

@@ -75,11 +75,11 @@ class GenerationCache:
     def free(self, row: int) -> None:
         self.in_use[row] = False
         self.lengths[row] = 0
-        self.lengths_t[row] = 0
+        self.lengths_t[row].zero_()  # a fill kernel: assigning a host 0 would sync
 
     def reset_row(self, row: int) -> None:
         self.lengths[row] = 0
-        self.lengths_t[row] = 0
+        self.lengths_t[row].zero_()  # a fill kernel: assigning a host 0 would sync
         for s in self.states.values():
             s[row].zero_()
 
@@ -259,7 +259,7 @@ class CacheView:
             cache.lengths_t[self._index] += grown.to(cache.device, non_blocking=True)
         for r in self.idle:  # rows that only rode along (free rows inside a decode slice) stay empty
             cache.lengths[r] = 0
-            cache.lengths_t[r] = 0
+            cache.lengths_t[r].zero_()
         for layer_idx, state in self._gathered.items():
             cache.states[layer_idx][self._index] = state
         self._gathered.clear()

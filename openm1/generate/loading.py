@@ -56,6 +56,23 @@ def load_model(
     )
 
 
+def add_graph_options(p) -> None:  # noqa: ANN001 - an argparse parser
+    """The GPU speed options ``openm1 generate`` and ``openm1 serve`` share."""
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (CUDA only)")
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="replay the decode step, and a lone prompt's prefill, as CUDA graphs (CUDA only)",
+    )
+    p.add_argument(
+        "--prefill-graph-max",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --cuda-graph: the longest prompt prefilled as a graph (default 8192; 0 = none)",
+    )
+
+
 def engine_from_args(model, tokenizer, args):  # noqa: ANN001, ANN201 - argparse namespace in, Engine out
     """The engine ``openm1 generate`` and ``openm1 serve`` build from their shared options."""
     from openm1.generate.engine import Engine
@@ -68,4 +85,5 @@ def engine_from_args(model, tokenizer, args):  # noqa: ANN001, ANN201 - argparse
         prefill_chunk=args.prefill_chunk,
         compile=args.compile,
         cuda_graph=args.cuda_graph,
+        prefill_graph_max=args.prefill_graph_max,
     )

@@ -100,3 +100,5 @@ def test_generate_command_reads_jsonl_and_names_bad_lines(tmp_path, capsys):
     assert "neither a checkpoint folder nor a preset" in capsys.readouterr().err
     assert main(["generate", "tiny", "x", "--top-p", "0"]) == 2
     assert "top_p" in capsys.readouterr().err
+    assert main(["generate", "tiny", "x", "--prefill-graph-max", "-1"]) == 2
+    assert "prefill_graph_max must be >= 0" in capsys.readouterr().err
