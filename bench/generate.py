@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -147,7 +148,7 @@ def bench_decode(
 
 
 @torch.no_grad()
-def bench_prefill(ours, theirs, config, device, length, chunk, repeats, experts, cuda_graph):  # noqa: ANN001
+def bench_prefill(ours, theirs, config, device, length, chunk, repeats, experts, cuda_graph, graph_max):  # noqa: ANN001
     """One prompt's prefill (and its first token). With ``cuda_graph`` the engine replays the prompt's
     prefill graph where its length allows one; the eager engine is timed too, in the same run."""
     g = torch.Generator().manual_seed(length)
@@ -156,7 +157,7 @@ def bench_prefill(ours, theirs, config, device, length, chunk, repeats, experts,
 
     def engine_ms(graphs: bool) -> tuple[float, Engine]:
         engine = Engine(ours, max_batch=1, max_len=length + 2, prefill_chunk=chunk, experts=experts,
-                        prefill_graph_max=PREFILL_GRAPH_MAX if graphs else 0)  # fmt: skip
+                        prefill_graph_max=graph_max if graphs else 0)  # fmt: skip
         return timed(lambda: engine.generate([prompt[0].tolist()], params), device, repeats) * 1e3, engine
 
     eager_ms, engine = engine_ms(False)
@@ -368,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experts", default="auto", help="the engine's MoE form: auto, grouped, dense, reference")
     p.add_argument("--compile", action="store_true", help="torch.compile openm1's decode step")
     p.add_argument("--cuda-graph", action="store_true", help="replay openm1's decode step as a CUDA graph")
+    p.add_argument(
+        "--prefill-graph-max", type=int, default=PREFILL_GRAPH_MAX, help="prefill: longest graphed prompt"
+    )
     p.add_argument("--no-transformers", action="store_true", help="openm1 only")
     p.add_argument("--memory", default=None, help="memory: prompt lengths (default 2K ... 1M on a GPU)")
     p.add_argument("--memory-chunk", type=int, default=32_768, help="memory: openm1's prefill chunk")
@@ -424,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         "compile": args.compile,
         "cuda_graph": args.cuda_graph,
         "experts": args.experts,
+        "prefill_graph_max": args.prefill_graph_max,
+        "varlen_attention": os.environ.get("OPENM1_VARLEN_ATTENTION", "1") != "0",
         "versions": versions,
         "config": config.to_dict(),
     }
@@ -454,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             result["prefill"] = []
             for n in lengths:
                 row = bench_prefill(ours, theirs, config, device, n, args.prefill_chunk, repeats,
-                                    args.experts, args.cuda_graph)  # fmt: skip
+                                    args.experts, args.cuda_graph, args.prefill_graph_max)  # fmt: skip
                 result["prefill"].append(row)
                 log(
                     f"prefill {n}: "

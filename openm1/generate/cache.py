@@ -21,6 +21,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from openm1.config import FULL, LINEAR, ModelConfig
 from openm1.model.context import CacheLayout
+from openm1.model.segments import Segments
 
 
 class CacheFullError(ValueError):
@@ -179,7 +180,20 @@ class CacheView:
         self._full = max(ends) >= cache.max_len
         slots = start[:, None] + offsets  # [batch, time]; padding points at a real slot, never written
         keys = cache.max_len if self.static_keys else max(ends)
-        self._pending = (slots, token_mask, added, keys)
+        empty = all(cache.lengths[r] == 0 for r in self.rows)
+        fresh = token_mask is not None and not self.static_keys and empty
+        self._pending = (slots, token_mask, added, keys, fresh)
+        if fresh:
+            # a left-padded prefill of empty rows: each row is two causal segments of this forward's
+            # own tokens, its padding then its prompt, which flash varlen runs without a mask
+            bounds = [0]
+            for b, n in enumerate(added):
+                bounds += [b * time + time - n, (b + 1) * time]
+            cu = torch.tensor(bounds, dtype=torch.int32)
+            if device.type == "cuda":
+                cu = cu.pin_memory()
+            segments = Segments(cu.to(device, non_blocking=True), time)
+            return CacheLayout(slots, token_mask, attention_bias=None, segments=segments)
         if token_mask is None and not self.static_keys and len({cache.lengths[r] for r in self.rows}) == 1:
             # every row holds as many tokens and none is padded: causal attention aligned at the end
             # (a first chunk, a later chunk of a long prompt, an even decode step), which SDPA's fused
@@ -213,7 +227,7 @@ class CacheView:
         """Write this forward's real tokens at their slots; return ``[batch, keys, kv_heads, dim]``."""
         if self._pending is None:
             raise RuntimeError("the model must call layout() before update_kv()")
-        slots, token_mask, _, keys = self._pending
+        slots, token_mask, _, keys, fresh = self._pending
         kbuf, vbuf = self.cache.keys[layer_idx], self.cache.values[layer_idx]
         key, value = key.to(kbuf.dtype), value.to(vbuf.dtype)
         if token_mask is None and self._slice is not None:
@@ -237,6 +251,8 @@ class CacheView:
                 write = torch.where(token_mask.bool(), slots, self.cache.max_len - 1)
                 kbuf.index_put_((rows, write), key)
                 vbuf.index_put_((rows, write), value)
+        if fresh:
+            return key, value  # attended in the forward's own (padded) layout, by segments
         if self._slice is not None:
             return kbuf[self._slice, :keys], vbuf[self._slice, :keys]
         return kbuf[self._index, :keys], vbuf[self._index, :keys]
@@ -245,7 +261,7 @@ class CacheView:
         """Commit the forward: each row grows by its real tokens; gathered states are written back."""
         if self._pending is None:
             raise RuntimeError("advance() without a forward")
-        _, _, added, _ = self._pending
+        _, _, added, _, _ = self._pending
         cache = self.cache
         for r, n in zip(self.rows, added, strict=True):
             cache.lengths[r] += n

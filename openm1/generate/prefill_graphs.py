@@ -8,13 +8,15 @@ left padding already means in this model:
 
 * lightning layers zero the padding's k and v (``token_mask``), so a fresh row's state stays zero
   through the padding and the real tokens see exactly what they would unpadded;
-* softmax layers attend over this forward's own keys with a mask: causal, real keys only (a padding
-  query sees the padding before it, so no row of the mask is empty and nothing is NaN);
+* softmax layers attend over this forward's own keys in two causal segments, the padding and the
+  prompt (PyTorch's flash varlen kernel on the GPU, no ``[time, time]`` mask), so real tokens see
+  real tokens only and every padding query sees at least itself;
 * positions count real tokens only, so the first real token sits at RoPE position 0;
 * keys and values of real tokens go to their slots in the row; padding goes to the row's last slot,
   which this prompt never reaches and a later token overwrites.
 
-Everything a replay varies (the tokens, the mask, the cache row, the real count) lives in device
+Everything a replay varies (the tokens, the mask, the segment boundary, the cache row, the real
+count) lives in device
 buffers written before the replay; the host keeps its copy of the row's length itself.
 """
 
@@ -25,12 +27,13 @@ import torch
 from openm1.generate.cache import GenerationCache
 from openm1.generate.inference import InferenceForms
 from openm1.model.context import CacheLayout
+from openm1.model.segments import Segments
 
 __all__ = ["PREFILL_GRAPH_MAX", "PaddedPrefillView", "PrefillGraphs", "prefill_bucket"]
 
 PREFILL_GRAPH_MAX = 8192
-"""The longest prompt graphed by default: beyond it the kernels' own time dwarfs the launches', and
-the softmax layers' ``[time, time]`` mask grows quadratically."""
+"""The longest prompt graphed by default: beyond it the kernels' own time dwarfs the launches', while
+every bucket's graph keeps activations for its length in the shared pool."""
 
 
 def prefill_bucket(length: int, smallest: int = 64) -> int:
@@ -53,8 +56,9 @@ class PaddedPrefillView:
     """The cache as a one-row, ``time``-token prefill sees it, with every index on the device.
 
     ``load(row, prompt)`` writes the buffers; a forward of ``self.tokens`` with ``attention_mask =
-    self.mask`` then fills that row as an unpadded prefill of the prompt would. The row must be fresh
-    (empty): that is what keeps the padding out of the lightning states.
+    self.mask`` then fills that row as an unpadded prefill of the prompt would (to rounding: the
+    padding changes the shapes the kernels are tiled over, not what any real token sees). The row
+    must be fresh (empty): that is what keeps the padding out of the lightning states.
     """
 
     def __init__(self, cache: GenerationCache, time: int) -> None:
@@ -66,10 +70,11 @@ class PaddedPrefillView:
         self.mask = torch.zeros(1, time, dtype=torch.long, device=device)
         self.row = torch.zeros(1, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
+        self.cu_seqlens = torch.zeros(3, dtype=torch.int32, device=device)  # [0, padding, time]
         self._write: torch.Tensor | None = None
-        # one host staging buffer (pinned on CUDA) for all four, copied in one go
-        self._staging = torch.zeros(2 * time + 2, dtype=torch.long, pin_memory=device.type == "cuda")
-        self._packed = torch.zeros(2 * time + 2, dtype=torch.long, device=device)
+        # one host staging buffer (pinned on CUDA) for all five, copied in one go
+        self._staging = torch.zeros(2 * time + 5, dtype=torch.long, pin_memory=device.type == "cuda")
+        self._packed = torch.zeros(2 * time + 5, dtype=torch.long, device=device)
         self._copied = torch.cuda.Event() if device.type == "cuda" else None
 
     def load(self, row: int, prompt: torch.Tensor, pad_token_id: int = 0) -> None:
@@ -85,13 +90,15 @@ class PaddedPrefillView:
         staging[t : 2 * t - n].zero_()
         staging[2 * t - n : 2 * t].fill_(1)
         staging[2 * t], staging[2 * t + 1] = row, n
+        staging[2 * t + 2], staging[2 * t + 3], staging[2 * t + 4] = 0, t - n, t
         self._packed.copy_(staging, non_blocking=True)
         if self._copied is not None:
             self._copied.record()
         self.tokens.copy_(self._packed[:t][None])
         self.mask.copy_(self._packed[t : 2 * t][None])
         self.row.copy_(self._packed[2 * t : 2 * t + 1])
-        self.count.copy_(self._packed[2 * t + 1 :])
+        self.count.copy_(self._packed[2 * t + 1 : 2 * t + 2])
+        self.cu_seqlens.copy_(self._packed[2 * t + 2 :])
 
     # ------------------------------------------------------------------ the model's interface
     def get_seq_length(self) -> int:
@@ -103,10 +110,9 @@ class PaddedPrefillView:
         real = self.mask.bool()
         slots = (self.mask.cumsum(-1) - 1).clamp(min=0)
         self._write = torch.where(real, slots, self.cache.max_len - 1)[0]
-        # causal over this forward's tokens; real queries see real keys only, padding sees padding
-        pos = torch.arange(time, device=self.mask.device)
-        bias = (pos[None, :] <= pos[:, None]) & (real[:, None, :] | ~real[:, :, None])
-        return CacheLayout(position_ids=slots, token_mask=self.mask, attention_bias=bias[:, None])
+        # causal over this forward's tokens within two segments: the padding, then the prompt
+        segments = Segments(self.cu_seqlens, time)
+        return CacheLayout(position_ids=slots, token_mask=self.mask, attention_bias=None, segments=segments)
 
     def get_state(self, layer_idx: int) -> None:
         return None  # a fresh row: the state starts at zero

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from openm1.model.segments import Segments
+
 
 @dataclass
 class ForwardContext:
@@ -24,6 +26,9 @@ class ForwardContext:
     attention_bias: torch.Tensor | None = None
     """A ready boolean ``[batch, 1, time, keys]`` softmax mask (True = attend) from a cache that keeps
     per-row lengths (see :class:`CacheLayout`); when set, the softmax layers use it as is."""
+    segments: Segments | None = None
+    """Causal attention within packed segments of this forward's own tokens (packed documents, or
+    fresh left-padded rows); when set, the softmax layers attend this way and ignore the masks."""
 
 
 @dataclass
@@ -41,3 +46,7 @@ class CacheLayout:
     attention_bias: torch.Tensor | None
     """Boolean ``[batch, 1, time, keys]`` over the keys the cache's ``update_kv`` returns; None when
     plain causal attention over this forward's tokens is right (every row starts empty, no padding)."""
+    segments: Segments | None = None
+    """Instead of ``attention_bias``: causal attention within these segments of this forward's own
+    tokens (every row fresh, its padding one segment and its prompt another); the cache's
+    ``update_kv`` then returns this forward's own keys and values."""

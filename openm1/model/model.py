@@ -21,6 +21,7 @@ from openm1.model.lightning import LightningAttention
 from openm1.model.moe import Experts, TopKRouter, load_balancing_loss
 from openm1.model.norm import RMSNorm
 from openm1.model.rope import RotaryEmbedding
+from openm1.model.segments import Segments
 
 
 @dataclass
@@ -89,18 +90,21 @@ class MiniMaxM1Model(nn.Module):
                 raise ValueError("cu_seqlens cannot be combined with a cache that keeps per-row lengths")
             layout = cache.layout(attention_mask, time)
             token_mask, attention_mask, bias = layout.token_mask, None, layout.attention_bias
+            segments = layout.segments
             if position_ids is None:
                 position_ids = layout.position_ids
         else:
             token_mask, attention_mask = _check_masks(attention_mask, batch, time, past)
+            segments = None
             if cu_seqlens is not None:
                 _check_packed(cu_seqlens, batch, time, past, attention_mask)
+                segments = Segments(cu_seqlens.to(device=x.device, dtype=torch.int32), time)
         if position_ids is None:
             position_ids = default_position_ids(attention_mask, cu_seqlens, batch, time, past, x.device)
         elif position_ids.shape[-1] != time:
             raise ValueError(f"position_ids has {position_ids.shape[-1]} positions but the input has {time}")
         cos, sin = self.rotary(position_ids.expand(batch, time), x.dtype)
-        ctx = ForwardContext(cos, sin, token_mask, attention_mask, past, cache, cu_seqlens, bias)
+        ctx = ForwardContext(cos, sin, token_mask, attention_mask, past, cache, cu_seqlens, bias, segments)
         stats = []
         for layer in self.layers:
             x, layer_stats = layer(x, ctx)

@@ -9,6 +9,7 @@ from torch import nn
 from openm1.config import ModelConfig
 from openm1.model.context import ForwardContext
 from openm1.model.rope import apply_rotary
+from openm1.model.segments import segment_attention
 
 
 class SoftmaxAttention(nn.Module):
@@ -31,6 +32,9 @@ class SoftmaxAttention(nn.Module):
         q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
         if ctx.cache is not None:
             k, v = ctx.cache.update_kv(self.layer_idx, k, v)
+        if ctx.segments is not None:  # packed documents or fresh left-padded rows: no [time, time] mask
+            out = segment_attention(q, k, v, ctx.segments)
+            return self.o_proj(out.reshape(batch, time, -1))
 
         mask = attention_bias(ctx, time, k.shape[1], hidden.device)
         out = F.scaled_dot_product_attention(
@@ -47,21 +51,19 @@ class SoftmaxAttention(nn.Module):
 def attention_bias(ctx: ForwardContext, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
     """A boolean ``[batch, 1, q_len, k_len]`` mask (True = attend), or None when plain causal suffices.
 
-    Causal with the cache offset, minus padded keys, minus keys of other packed documents. A query that
-    would see no key at all (a padding row) is allowed to see itself, so SDPA never returns NaN there.
+    Causal with the cache offset, minus padded keys (packed documents go through ``ctx.segments``). A
+    query that would see no key at all (a padding row) is allowed to see itself, so SDPA never returns
+    NaN there.
     """
     if ctx.attention_bias is not None:
         return ctx.attention_bias  # built by a cache with per-row lengths
     past = k_len - q_len
-    if ctx.attention_mask is None and ctx.cu_seqlens is None:
+    if ctx.attention_mask is None:
         if q_len == 1 or past == 0:
             return None  # plain causal (or a single query that sees everything)
     q_pos = torch.arange(q_len, device=device)[:, None] + past
     k_pos = torch.arange(k_len, device=device)[None, :]
     allowed = (k_pos <= q_pos)[None, None]
-    if ctx.cu_seqlens is not None:
-        doc = document_ids(ctx.cu_seqlens, k_len)
-        allowed = allowed & (doc[past:, None] == doc[None, :])[None, None]
     if ctx.attention_mask is not None:
         key_ok = ctx.attention_mask[:, -k_len:].bool()
         allowed = allowed & key_ok[:, None, None, :]

@@ -91,3 +91,35 @@ def test_graphed_prefill_gives_the_eager_tokens(monkeypatch):
         assert got.token_ids == want.token_ids
         assert max(abs(a - b) for a, b in zip(got.logprobs, want.logprobs, strict=True)) < 1e-4
     assert sorted(graphed._prefill_graphs.graphs) == [64, 128]  # 5, 17, 40 and 64 share one graph
+
+
+@pytest.mark.gpu
+def test_graphed_bf16_prefill_takes_flash_varlen_and_matches_the_float64_reference(monkeypatch):
+    """The replayed graph runs the softmax layers' segments through flash varlen (no mask)."""
+    from openm1.generate.inference import InferenceForms
+    from openm1.generate.prefill_graphs import PrefillGraphs
+    from openm1.model.segments import flash_varlen_usable
+
+    monkeypatch.setenv("OPENM1_LIGHTNING_BACKEND", "torch")  # tiny head dims; the kernels test themselves
+    # two experts, both always chosen: no routing decision for bf16 rounding to flip
+    fields = dict(num_local_experts=2, num_experts_per_tok=2, initializer_range=0.1)
+    reference = tiny_model(4, **fields).double()
+    model = tiny_model(4, **fields).to("cuda", torch.bfloat16)
+    c = model.config
+    probe = torch.zeros(1, 1, c.num_attention_heads, c.head_dim, device="cuda", dtype=torch.bfloat16)
+    assert flash_varlen_usable(probe)
+    graphs = None
+    for length in (40, 64, 23):  # a fresh capture, then replays of the same bucket
+        prompt = random_prompts(c.vocab_size, [length], length)[0]
+        ref_cache, ref_logits = _unpadded(reference, prompt, 1, 160)
+        if graphs is None:
+            cache = GenerationCache(c, 3, 160, device="cuda", dtype=torch.bfloat16)
+            graphs = PrefillGraphs(model, cache, InferenceForms(model, "dense"), 128)
+        cache.reset_row(1)
+        logits = graphs(1, torch.tensor(prompt)).float().cpu()
+        assert torch.isfinite(logits).all()
+        assert rel_err(logits, ref_logits) < 3e-2, length
+        assert cache.lengths_t[1].item() == length
+        for i in cache.states:
+            assert rel_err(cache.states[i][1].cpu(), ref_cache.states[i][1]) < 3e-2, f"layer {i} state"
+    assert sorted(graphs.graphs) == [64]
