@@ -10,8 +10,11 @@ the model is untouched):
   per projection over the tokens sorted by expert; bf16 on Hopper or newer, or on the CPU), ``dense``
   (every expert on every token, weighted by the routing: right for tiny decode batches) or
   ``reference`` (the model's own per-expert loop);
-* RMSNorm computes its float32 statistics with ``F.rms_norm`` (one fused kernel on CUDA), then applies
-  the weight in the input dtype, as the release does;
+* RMSNorm computes its float32 statistics with ``F.rms_norm``, then applies the weight in the input
+  dtype, as the release does; on CUDA one Triton kernel (``openm1.ops.fused``) does both, and the
+  decoder layer's residual sum joins the post-attention norm's kernel;
+* on CUDA the experts' SiLU-and-product and the combine (routing weight, token order, top-k sum) are
+  one Triton kernel each, rounding where the PyTorch expressions round;
 * the decoder layer skips its residual multiplications by 1 (the release's beta factors).
 
 Every form computes the same function as the model's layer, up to float32 rounding (tests compare).
@@ -27,8 +30,19 @@ import torch
 import torch.nn.functional as F
 
 from openm1.model.block import DecoderLayer
+from openm1.model.lightning import LightningAttention
 from openm1.model.moe import Experts, RouterStats, SparseMoE
 from openm1.model.norm import RMSNorm
+from openm1.ops.fused import (
+    add_rms_norm,
+    fused_available,
+    moe_combine,
+    moe_combine_reference,
+    rms_norm,
+    scaled_add,
+    swiglu,
+    swiglu_reference,
+)
 
 EXPERT_FORMS = ("auto", "grouped", "dense", "reference")
 
@@ -45,12 +59,12 @@ def grouped_experts_forward(
     counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))  # bincount would sync on CUDA
     offsets = torch.cumsum(counts, 0, dtype=torch.int32)
     xs = x.index_select(0, order // top_k)
-    gate, up = torch._grouped_mm(xs, self.gate_up_proj.transpose(1, 2), offs=offsets).chunk(2, dim=-1)
-    y = torch._grouped_mm(F.silu(gate) * up, self.down_proj.transpose(1, 2), offs=offsets)
-    y = y * top_w.reshape(-1)[order, None].to(y.dtype)
-    # back to (token, slot) order, then the top-k outputs of each token summed as the reference does
-    out = torch.empty_like(y).index_copy_(0, order, y)
-    return out.view(num_tokens, top_k, -1).sum(1)
+    gate_up = torch._grouped_mm(xs, self.gate_up_proj.transpose(1, 2), offs=offsets)
+    fused = fused_available(gate_up)
+    act = swiglu(gate_up) if fused else swiglu_reference(gate_up)
+    y = torch._grouped_mm(act, self.down_proj.transpose(1, 2), offs=offsets)
+    # weighted, back in (token, slot) order, the top-k outputs of each token summed as the reference does
+    return (moe_combine if fused else moe_combine_reference)(y, top_w, order, top_k)
 
 
 def dense_experts_forward(
@@ -59,8 +73,9 @@ def dense_experts_forward(
     """Every expert on every token, weighted by the (renormalised top-k) routing: no data-dependent shapes."""
     combine = torch.zeros(x.shape[0], self.num_experts, device=x.device, dtype=x.dtype)
     combine.scatter_(1, top_i, top_w.to(x.dtype))
-    gate, up = torch.einsum("th,eoh->eto", x, self.gate_up_proj).chunk(2, dim=-1)
-    y = torch.einsum("eti,ehi->eth", F.silu(gate) * up, self.down_proj)
+    gate_up = torch.einsum("th,eoh->eto", x, self.gate_up_proj)
+    act = swiglu(gate_up) if fused_available(gate_up) else swiglu_reference(gate_up)
+    y = torch.einsum("eti,ehi->eth", act, self.down_proj)
     return torch.einsum("eth,te->th", y, combine)
 
 
@@ -129,6 +144,8 @@ def fused_rms_norm_forward(self: RMSNorm, x: torch.Tensor) -> torch.Tensor:
     computes it), then the weight in the input dtype."""
     if x.dtype == torch.float64:  # the release takes float32 statistics even of float64 input
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype)
+    if fused_available(x) and self.weight.dtype == x.dtype:
+        return rms_norm(x, self.weight, self.eps)  # statistics, rounding and weight in one kernel
     return self.weight * F.rms_norm(x, (x.shape[-1],), None, self.eps)
 
 
@@ -141,11 +158,31 @@ def decoder_layer_forward(self: DecoderLayer, x: torch.Tensor, ctx) -> tuple[tor
     """The decoder layer's residual scheme (see openm1.model.block) without multiplications by 1."""
     h = self.input_layernorm(x)
     residual = h if self.postnorm else x
-    x = _scaled_sum(residual, self.attn_alpha, self.self_attn(h, ctx), self.attn_beta)
-    h = self.post_attention_layernorm(x)
+    attn = self.self_attn(h, ctx)
+    norm = self.post_attention_layernorm
+    if fused_available(attn) and attn.dtype == residual.dtype == norm.weight.dtype != torch.float64:
+        # the residual sum and the norm in one kernel; postnorm keeps only the normed sum
+        x, h = add_rms_norm(residual, self.attn_alpha, attn, self.attn_beta, norm.weight, norm.eps,
+                            want_sum=not self.postnorm)  # fmt: skip
+    else:
+        x = _scaled_sum(residual, self.attn_alpha, attn, self.attn_beta)
+        h = norm(x)
     residual = h if self.postnorm else x
     moe_out, stats = self.mlp(h, ctx.token_mask)
+    if fused_available(moe_out) and moe_out.dtype == residual.dtype != torch.float64:
+        return scaled_add(residual, self.mlp_alpha, moe_out, self.mlp_beta), stats
     return _scaled_sum(residual, self.mlp_alpha, moe_out, self.mlp_beta), stats
+
+
+def fused_gated_norm_forward(
+    self: LightningAttention, out: torch.Tensor, hidden: torch.Tensor
+) -> torch.Tensor:
+    """The lightning layer's norm and sigmoid gate in one kernel on CUDA (the model's method elsewhere)."""
+    gate = self.output_gate(hidden)
+    norm = self.norm
+    if fused_available(out) and out.dtype == gate.dtype == norm.weight.dtype != torch.float64:
+        return rms_norm(out, norm.weight, norm.eps, gate=gate)
+    return torch.sigmoid(gate) * norm(out)
 
 
 class InferenceForms:
@@ -158,26 +195,30 @@ class InferenceForms:
         if experts not in _EXPERT_FORWARD and experts != "reference":
             raise ValueError(f"experts must be one of grouped, dense, reference; got {experts!r}")
         self.experts = experts
-        mods = list(model.modules())
-        self._swaps = [(m, moe_forward_without_stats) for m in mods if isinstance(m, SparseMoE)] + [
-            (m, fused_rms_norm_forward) for m in mods if isinstance(m, RMSNorm)
-        ]
+        forms = {
+            SparseMoE: ("forward", moe_forward_without_stats),
+            RMSNorm: ("forward", fused_rms_norm_forward),
+            DecoderLayer: ("forward", decoder_layer_forward),
+            LightningAttention: ("gated_norm", fused_gated_norm_forward),
+        }
         if experts in _EXPERT_FORWARD:
-            self._swaps += [(m, _EXPERT_FORWARD[experts]) for m in mods if isinstance(m, Experts)]
+            forms[Experts] = ("forward", _EXPERT_FORWARD[experts])
+        mods = list(model.modules())
+        self._swaps = [(m, *form) for kind, form in forms.items() for m in mods if isinstance(m, kind)]
         self._depth = 0
 
     def __enter__(self) -> InferenceForms:
         if self._depth == 0:
-            for m, forward in self._swaps:
-                m.forward = types.MethodType(forward, m)
+            for m, name, method in self._swaps:
+                setattr(m, name, types.MethodType(method, m))
         self._depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            for m, _ in self._swaps:
-                del m.forward
+            for m, name, _ in self._swaps:
+                delattr(m, name)
 
 
 @contextmanager

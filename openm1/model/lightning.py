@@ -68,6 +68,8 @@ class LightningAttention(Float32Buffers):
             if cache is not None:
                 cache.set_state(self.layer_idx, final_state)
 
-        out = self.norm(out.reshape(batch, time, -1))
-        out = torch.sigmoid(self.output_gate(hidden)) * out
-        return self.out_proj(out)
+        return self.out_proj(self.gated_norm(out.reshape(batch, time, -1), hidden))
+
+    def gated_norm(self, out: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """RMSNorm over all heads, then the sigmoid output gate (its own method: inference fuses it)."""
+        return torch.sigmoid(self.output_gate(hidden)) * self.norm(out)

@@ -41,6 +41,25 @@ def test_forms_compute_the_model_and_are_undone(experts, seed):
     assert torch.equal(after.logits, ref.logits) and torch.equal(after.router_loss, ref.router_loss)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("experts", ["dense", "grouped"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_cuda_forms_compute_the_model(experts, dtype, monkeypatch):
+    """On CUDA the forms run the fused Triton kernels (openm1.ops.fused); they still compute the model."""
+    if experts == "grouped" and (dtype != torch.bfloat16 or not _grouped_on_cuda()):
+        pytest.skip("grouped_mm needs bf16 on compute capability 9.0+")
+    monkeypatch.setenv("OPENM1_LIGHTNING_BACKEND", "torch")  # tiny head dims; the kernels test themselves
+    # two experts, both always chosen: no routing decision for bf16 rounding to flip
+    model = tiny_model(5, num_local_experts=2, num_experts_per_tok=2, initializer_range=0.1).to("cuda", dtype)
+    ids = torch.randint(0, model.config.vocab_size, (3, 40), device="cuda")
+    with torch.no_grad():
+        ref = model(ids)
+        with InferenceForms(model, experts):
+            fast = model(ids)
+    assert torch.isfinite(fast.logits).all()
+    assert rel_err(fast.logits, ref.logits) < (1e-5 if dtype == torch.float32 else 2e-2)
+
+
 def test_unknown_or_unavailable_forms_are_named():
     with pytest.raises(ValueError, match="unknown experts form 'sparse'"):
         resolve_expert_form("sparse", torch.device("cpu"), torch.float32)
