@@ -236,17 +236,21 @@ def _check_masks(
 def _check_packed(
     cu_seqlens: torch.Tensor, batch: int, time: int, past: int, attention_mask: torch.Tensor | None
 ) -> None:
+    """Validate packed offsets (one read back to the host)."""
     if batch != 1:
         raise ValueError(f"packed sequences (cu_seqlens) need batch 1, got batch {batch}")
     if past:
         raise ValueError("cu_seqlens with a non-empty cache is not supported: prefill packed, decode batched")
     if attention_mask is not None:
         raise ValueError("pass either cu_seqlens (packed) or a padding attention_mask, not both")
-    if cu_seqlens.dim() != 1 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != time:
+    bounds = cu_seqlens.tolist() if cu_seqlens.dim() == 1 else None
+    if not bounds or bounds[0] != 0 or bounds[-1] != time:
         raise ValueError(
             f"cu_seqlens must be 1-D, start at 0 and end at the packed length {time}; "
             f"got {cu_seqlens.tolist()}"
         )
+    if any(hi < lo for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)):
+        raise ValueError(f"cu_seqlens must not decrease; got {bounds}")
 
 
 def default_position_ids(

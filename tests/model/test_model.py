@@ -114,6 +114,7 @@ def test_active_parameters_count_top_k_experts():
         (dict(attention_mask=torch.ones(2, 5)), "attention_mask"),
         (dict(position_ids=torch.arange(3)[None]), "position_ids"),
         (dict(cu_seqlens=torch.tensor([0, 2, 4])), "end at the packed length"),
+        (dict(cu_seqlens=torch.tensor([0, 4, 2, 6])), "must not decrease"),
     ],
 )
 def test_bad_inputs_are_named(kwargs, message):
