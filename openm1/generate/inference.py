@@ -40,6 +40,7 @@ from openm1.ops.fused import (
     moe_combine_reference,
     rms_norm,
     scaled_add,
+    scaled_add_reference,
     swiglu,
     swiglu_reference,
 )
@@ -149,11 +150,6 @@ def fused_rms_norm_forward(self: RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return self.weight * F.rms_norm(x, (x.shape[-1],), None, self.eps)
 
 
-def _scaled_sum(a: torch.Tensor, alpha: float, b: torch.Tensor, beta: float) -> torch.Tensor:
-    """``a * alpha + b * beta``, skipping multiplications by 1 (exact: the same numbers, fewer kernels)."""
-    return (a * alpha if alpha != 1 else a) + (b * beta if beta != 1 else b)
-
-
 def decoder_layer_forward(self: DecoderLayer, x: torch.Tensor, ctx) -> tuple[torch.Tensor, RouterStats]:  # noqa: ANN001
     """The decoder layer's residual scheme (see openm1.model.block) without multiplications by 1."""
     h = self.input_layernorm(x)
@@ -165,13 +161,13 @@ def decoder_layer_forward(self: DecoderLayer, x: torch.Tensor, ctx) -> tuple[tor
         x, h = add_rms_norm(residual, self.attn_alpha, attn, self.attn_beta, norm.weight, norm.eps,
                             want_sum=not self.postnorm)  # fmt: skip
     else:
-        x = _scaled_sum(residual, self.attn_alpha, attn, self.attn_beta)
+        x = scaled_add_reference(residual, self.attn_alpha, attn, self.attn_beta)
         h = norm(x)
     residual = h if self.postnorm else x
     moe_out, stats = self.mlp(h, ctx.token_mask)
     if fused_available(moe_out) and moe_out.dtype == residual.dtype != torch.float64:
         return scaled_add(residual, self.mlp_alpha, moe_out, self.mlp_beta), stats
-    return _scaled_sum(residual, self.mlp_alpha, moe_out, self.mlp_beta), stats
+    return scaled_add_reference(residual, self.mlp_alpha, moe_out, self.mlp_beta), stats
 
 
 def fused_gated_norm_forward(

@@ -267,7 +267,7 @@ def default_position_ids(
         return pos[:, -time:]
     pos = torch.arange(past, past + time, device=device)
     if cu_seqlens is not None:
-        from openm1.model.softmax import document_ids
+        from openm1.model.segments import document_ids
 
         pos = pos - cu_seqlens.to(device)[document_ids(cu_seqlens.to(device), time)]
     return pos[None].expand(batch, time)

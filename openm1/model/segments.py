@@ -18,7 +18,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Segments", "flash_varlen_usable", "segment_attention", "segment_mask"]
+__all__ = ["Segments", "document_ids", "flash_varlen_usable", "segment_attention", "segment_mask"]
 
 _DISABLE = "OPENM1_VARLEN_ATTENTION"
 
@@ -67,11 +67,16 @@ def flash_varlen_usable(q: torch.Tensor) -> bool:
     return _varlen_api() is not None
 
 
+def document_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Index of the packed document (segment) each of ``total`` positions belongs to."""
+    positions = torch.arange(total, device=cu_seqlens.device)
+    return torch.searchsorted(cu_seqlens[1:].long(), positions, right=True)
+
+
 def segment_mask(segments: Segments, batch: int, time: int) -> torch.Tensor:
     """The boolean ``[batch, 1, time, time]`` mask (True = attend) that the segments mean."""
-    positions = torch.arange(batch * time, device=segments.cu_seqlens.device)
-    doc = torch.searchsorted(segments.cu_seqlens[1:].long(), positions, right=True).view(batch, time)
-    pos = positions[:time]
+    doc = document_ids(segments.cu_seqlens, batch * time).view(batch, time)
+    pos = torch.arange(time, device=doc.device)
     causal = pos[None, :] <= pos[:, None]
     return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
 

@@ -69,9 +69,3 @@ def attention_bias(ctx: ForwardContext, q_len: int, k_len: int, device: torch.de
         allowed = allowed & key_ok[:, None, None, :]
         allowed = allowed | (q_pos == k_pos)[None, None]
     return allowed
-
-
-def document_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """Index of the packed document each position belongs to."""
-    positions = torch.arange(total, device=cu_seqlens.device)
-    return torch.searchsorted(cu_seqlens[1:], positions, right=True)

@@ -19,6 +19,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from openm1.model.norm import rms_norm as rms_norm_reference
+
 try:
     import triton
     import triton.language as tl
@@ -35,6 +37,7 @@ __all__ = [
     "rms_norm",
     "rms_norm_reference",
     "scaled_add",
+    "scaled_add_reference",
     "swiglu",
     "swiglu_reference",
 ]
@@ -79,17 +82,16 @@ def moe_combine_reference(
     return out.view(-1, top_k, y.shape[-1]).sum(1)
 
 
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """The release's RMSNorm: float32 statistics, rounded to the input dtype, then the weight."""
-    x32 = x.float()
-    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+def scaled_add_reference(a: torch.Tensor, alpha: float, b: torch.Tensor, beta: float) -> torch.Tensor:
+    """``a * alpha + b * beta``, skipping multiplications by 1 (exact: the same numbers, fewer kernels)."""
+    return (a * alpha if alpha != 1 else a) + (b * beta if beta != 1 else b)
 
 
 def add_rms_norm_reference(
     a: torch.Tensor, alpha: float, b: torch.Tensor, beta: float, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``x = a * alpha + b * beta`` (the decoder layer's residual) and ``rms_norm(x)``."""
-    x = (a * alpha if alpha != 1 else a) + (b * beta if beta != 1 else b)
+    x = scaled_add_reference(a, alpha, b, beta)
     return x, rms_norm_reference(x, weight, eps)
 
 
@@ -230,8 +232,7 @@ def add_rms_norm(
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """:func:`add_rms_norm_reference` in one pass; ``b=None`` normalises ``a * alpha``. Returns
     ``(x, rms_norm(x))``, ``x`` None unless ``want_sum``."""
-    x, h = _launch(a, alpha, b, beta, weight, eps, None, want_sum)
-    return x, h  # type: ignore[return-value]
+    return _launch(a, alpha, b, beta, weight, eps, None, want_sum)  # type: ignore[return-value]
 
 
 def scaled_add(a: torch.Tensor, alpha: float, b: torch.Tensor, beta: float) -> torch.Tensor:
